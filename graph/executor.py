@@ -1,0 +1,400 @@
+"""Runs a validated workflow: demand-driven from its output nodes, in dependency order.
+
+Cached nodes are skipped by never being scheduled; lazy inputs are pulled in only when the node's
+`check_lazy_status` asks for them; a node exception becomes one `execution_error` record and the
+executor stays usable; interrupts are checked before every node call and inside nodes through
+their context.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import context as node_context
+from .cache import CachedOutput, compute_keys
+from .context import EventSink, InterruptFlag, NodeContext, NullSink
+from .errors import DependencyCycleError, Interrupted
+from .registry import NodeRegistry
+from .schema import NodeSchema
+from .validation import is_link, unwrap_constant
+
+log = logging.getLogger(__name__)
+
+
+class ExecutionBlocker:
+    """An output value that blocks its consumers; with a message, the first block is reported."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class ExecutionOutcome:
+    status: str  # "success" | "error" | "interrupted"
+    outputs: dict[str, dict] = field(default_factory=dict)  # node id -> ui dict
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    error: dict | None = None
+    meta: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "success"
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node_id: str, error: BaseException, inputs: dict) -> None:
+        self.node_id, self.error, self.inputs = node_id, error, inputs
+
+
+class Executor:
+    """One per App. Holds the output cache and the V1 node instances between prompts."""
+
+    def __init__(self, registry: NodeRegistry, cache, services: Any = None) -> None:
+        self.registry = registry
+        self.cache = cache
+        self.services = services
+        self._instances: dict[tuple[str, str], Any] = {}
+        self.last_run_stats: dict[str, int] = {}
+
+    def reset(self) -> None:
+        """Drop cached outputs and node instances (POST /free)."""
+        self.cache.clear()
+        self._instances.clear()
+
+    # ------------------------------------------------------------------------------------------
+    def execute(self, prompt: Mapping[str, dict], prompt_id: str, outputs: list[str],
+                constants: Mapping[str, Mapping[str, Any]] | None = None, *, extra_data: dict | None = None,
+                sink: EventSink | None = None, interrupt: InterruptFlag | None = None,
+                job_log: logging.Logger | None = None) -> ExecutionOutcome:
+        run = _Run(self, prompt, prompt_id, outputs, constants or {}, extra_data or {}, sink or NullSink(),
+                   interrupt or InterruptFlag(), job_log or log)
+        return run.go()
+
+
+class _Run:
+    """The state of one prompt's execution."""
+
+    def __init__(self, executor: Executor, prompt, prompt_id, outputs, constants, extra_data, sink, interrupt,
+                 job_log) -> None:
+        self.x = executor
+        self.prompt = prompt
+        self.prompt_id = prompt_id
+        self.outputs = list(outputs)
+        self.constants = constants
+        self.extra_data = extra_data
+        self.sink = sink
+        self.interrupt = interrupt
+        self.log = job_log
+        self.outcome = ExecutionOutcome("success")
+        self.results: dict[str, CachedOutput] = {}
+        self.schemas: dict[str, NodeSchema] = {nid: executor.registry.get(n["class_type"]) for nid, n in prompt.items()}
+        self.reported_blockers: set[int] = set()
+
+    def emit(self, event: str, data: dict) -> None:
+        self.outcome.messages.append((event, data))
+        self.sink.send(event, data)
+
+    # ---- planning -----------------------------------------------------------------------------
+    def _order(self) -> list[str]:
+        """Every node reachable from the outputs, each after the nodes it links to (iterative)."""
+        order, state = [], {}
+        for root in self.outputs:
+            stack = [(root, False)]
+            while stack:
+                node_id, expanded = stack.pop()
+                if expanded:
+                    if state.get(node_id) != 2:
+                        state[node_id] = 2
+                        order.append(node_id)
+                    continue
+                if state.get(node_id):
+                    continue
+                state[node_id] = 1
+                stack.append((node_id, True))
+                for value in self.prompt[node_id]["inputs"].values():
+                    if is_link(value) and value[0] in self.prompt and not state.get(value[0]):
+                        stack.append((value[0], False))
+        return order
+
+    def _fingerprints(self, order: list[str]) -> dict[str, Any]:
+        fingerprints = {}
+        for node_id in order:
+            schema = self.schemas[node_id]
+            if not schema.has_is_changed:
+                continue
+            kwargs = {name: (None if is_link(v) else self.constants.get(node_id, {}).get(name, unwrap_constant(v)))
+                      for name, v in self.prompt[node_id]["inputs"].items()}
+            try:
+                fingerprints[node_id] = schema.node_class.IS_CHANGED(**kwargs)
+            except Exception:  # a failing fingerprint means "always run", as ComfyUI does
+                fingerprints[node_id] = math.nan
+        return fingerprints
+
+    # ---- the run ------------------------------------------------------------------------------
+    def go(self) -> ExecutionOutcome:
+        self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
+        order = self._order()
+        keys = compute_keys(order, self.prompt, is_link, self.constants, self._fingerprints(order),
+                            lambda nid: self.schemas[nid].not_idempotent)
+        self.keys = keys
+        cache = self.x.cache
+        cache.begin_prompt(set(keys.values()))
+        for node_id in order:
+            hit = cache.get(keys[node_id])
+            if hit is not None:
+                self.results[node_id] = hit
+                self.outcome.cached.append(node_id)
+        self.emit("execution_cached", {"nodes": list(self.outcome.cached), "prompt_id": self.prompt_id,
+                                       "timestamp": now_ms()})
+        for node_id in self.outcome.cached:
+            ui = self.results[node_id].ui
+            if ui:
+                self.outcome.outputs[node_id] = ui
+                self.outcome.meta[node_id] = self._meta(node_id)
+                if node_id in self.outputs:
+                    self.emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                           "prompt_id": self.prompt_id})
+        try:
+            self._schedule()
+        except Interrupted as exc:
+            self.outcome.status = "interrupted"
+            self.emit("execution_interrupted", {"prompt_id": self.prompt_id, "node_id": self.current,
+                                                "node_type": self._class_of(self.current),
+                                                "executed": list(self.outcome.executed), "timestamp": now_ms()})
+            self.log.info("prompt %s interrupted at node %s: %s", self.prompt_id, self.current, exc)
+        except _NodeFailed as failure:
+            self._fail(failure.node_id, failure.error, failure.inputs)
+        except DependencyCycleError as exc:
+            self._fail(exc.node_ids[0], exc, {})
+        else:
+            self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
+        finally:
+            self.x.last_run_stats = {"executed": len(self.outcome.executed), "cached": len(self.outcome.cached)}
+        return self.outcome
+
+    def _class_of(self, node_id: str | None) -> str | None:
+        return self.prompt[node_id]["class_type"] if node_id in self.prompt else None
+
+    def _meta(self, node_id: str) -> dict:
+        return {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
+
+    def _fail(self, node_id: str, error: BaseException, inputs: dict) -> None:
+        self.outcome.status = "error"
+        kind = type(error)
+        record = {
+            "prompt_id": self.prompt_id,
+            "node_id": node_id,
+            "node_type": self._class_of(node_id),
+            "executed": list(self.outcome.executed),
+            "exception_message": str(error),
+            "exception_type": f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__,
+            "traceback": traceback.format_exception(kind, error, error.__traceback__),
+            "current_inputs": {name: [v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for v in values]
+                               for name, values in inputs.items()},
+            "current_outputs": list(self.outcome.cached),
+            "timestamp": now_ms(),
+        }
+        self.outcome.error = record
+        self.log.error("node %s (%s) failed: %s", node_id, record["node_type"], error)
+        self.emit("execution_error", record)
+
+    def _schedule(self) -> None:
+        self.current: str | None = None
+        waiting_on: dict[str, set[str]] = {}
+        dependents: dict[str, set[str]] = {}
+        pending: set[str] = set()
+        output_set = set(self.outputs)
+        ready_outputs: list[str] = []
+        ready_others: list[str] = []
+
+        def need(node_id: str, requester: str | None) -> None:
+            added = []
+            stack = [(node_id, requester)]
+            while stack:
+                nid, req = stack.pop()
+                if nid in self.results:
+                    continue
+                if req is not None:
+                    waiting_on.setdefault(req, set()).add(nid)
+                    dependents.setdefault(nid, set()).add(req)
+                if nid in pending:
+                    continue
+                pending.add(nid)
+                added.append(nid)
+                schema = self.schemas[nid]
+                for name, value in self.prompt[nid]["inputs"].items():
+                    if is_link(value):
+                        spec = schema.input(name)
+                        if spec is None or not spec.lazy:
+                            stack.append((value[0], nid))
+            for nid in added:
+                if not waiting_on.get(nid):
+                    (ready_outputs if nid in output_set else ready_others).append(nid)
+
+        for output in self.outputs:
+            need(output, None)
+        while pending:
+            if not ready_outputs and not ready_others:
+                raise DependencyCycleError(sorted(pending))
+            node_id = ready_outputs.pop() if ready_outputs else ready_others.pop()
+            self.current = node_id
+            requested = self._run_node(node_id)
+            if requested:
+                for source in requested:
+                    need(source, node_id)
+                if not waiting_on.get(node_id):
+                    ready_others.append(node_id)
+                continue
+            pending.discard(node_id)
+            for dependent in dependents.pop(node_id, ()):
+                remaining = waiting_on[dependent]
+                remaining.discard(node_id)
+                if not remaining:
+                    (ready_outputs if dependent in output_set else ready_others).append(dependent)
+
+    # ---- one node -----------------------------------------------------------------------------
+    def _resolve(self, node_id: str) -> tuple[dict[str, list], list[str]]:
+        """Input lists of a node, and the lazy links that are not evaluated yet."""
+        schema = self.schemas[node_id]
+        constants = self.constants.get(node_id, {})
+        values: dict[str, list] = {}
+        unevaluated: list[str] = []
+        for name, value in self.prompt[node_id]["inputs"].items():
+            spec = schema.input(name)
+            if is_link(value):
+                result = self.results.get(value[0])
+                if result is None:
+                    unevaluated.append(name)
+                    values[name] = [None]
+                else:
+                    values[name] = result.values[int(value[1])]
+            elif spec is not None:
+                values[name] = [constants.get(name, unwrap_constant(value))]
+        for name, kind in schema.hidden.items():
+            if kind in ("PROMPT", "DYNPROMPT"):
+                values[name] = [self.prompt]
+            elif kind == "EXTRA_PNGINFO":
+                values[name] = [self.extra_data.get("extra_pnginfo")]
+            elif kind == "UNIQUE_ID":
+                values[name] = [node_id]
+        return values, unevaluated
+
+    def _run_node(self, node_id: str) -> list[str]:
+        """Runs a node; returns the producers of lazy inputs it still needs (then it runs again)."""
+        if self.interrupt.is_set_for(self.prompt_id):
+            raise Interrupted()
+        schema = self.schemas[node_id]
+        inputs, unevaluated = self._resolve(node_id)
+        blocker = self._find_blocker(inputs)
+        if blocker is not None:
+            self._store(node_id, CachedOutput([[blocker] for _ in schema.outputs], None), cache=False)
+            if blocker.message and id(blocker) not in self.reported_blockers:
+                self.reported_blockers.add(id(blocker))
+                self._fail_blocked(node_id, blocker)
+            return []
+        self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        instance = self._instance(node_id, schema)
+        context = NodeContext(self.prompt_id, node_id, schema.name, self.x.services, self.sink, self.interrupt,
+                              self.log, self.extra_data)
+        token = node_context.activate(context)
+        try:
+            if schema.has_lazy_check and unevaluated:
+                wanted = self._call_lists(instance.check_lazy_status, inputs, schema.input_is_list)
+                names = {n for result in wanted for n in (result or ())}
+                missing = [n for n in unevaluated if n in names]
+                if missing:
+                    return [self.prompt[node_id]["inputs"][n][0] for n in missing]
+            results = self._call_lists(getattr(instance, schema.function), inputs, schema.input_is_list)
+            output = self._collect(schema, results)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            raise _NodeFailed(node_id, exc, inputs) from exc
+        finally:
+            node_context.deactivate(token)
+        self._store(node_id, output, cache=True)
+        self.outcome.executed.append(node_id)
+        if output.ui:
+            self.outcome.outputs[node_id] = output.ui
+            self.outcome.meta[node_id] = self._meta(node_id)
+            self.emit("executed", {"node": node_id, "display_node": node_id, "output": output.ui,
+                                   "prompt_id": self.prompt_id})
+        return []
+
+    def _store(self, node_id: str, output: CachedOutput, cache: bool) -> None:
+        self.results[node_id] = output
+        if cache:
+            self.x.cache.put(self.keys[node_id], output)
+
+    def _fail_blocked(self, node_id: str, blocker: ExecutionBlocker) -> None:
+        record = {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self._class_of(node_id),
+                  "executed": list(self.outcome.executed), "exception_message": blocker.message,
+                  "exception_type": "ExecutionBlocked", "traceback": [], "current_inputs": {},
+                  "current_outputs": [], "timestamp": now_ms()}
+        self.emit("execution_error", record)
+
+    @staticmethod
+    def _find_blocker(inputs: dict[str, list]) -> ExecutionBlocker | None:
+        for values in inputs.values():
+            for value in values:
+                if isinstance(value, ExecutionBlocker):
+                    return value
+        return None
+
+    def _instance(self, node_id: str, schema: NodeSchema) -> Any:
+        key = (node_id, schema.name)
+        instance = self.x._instances.get(key)
+        if instance is None:
+            instance = self.x._instances[key] = schema.node_class()
+        return instance
+
+    def _call_lists(self, function, inputs: dict[str, list], input_is_list: bool) -> list:
+        if input_is_list:
+            return [function(**inputs)]
+        length = max((len(v) for v in inputs.values()), default=1)
+        if any(len(v) == 0 for v in inputs.values()):
+            return []
+        results = []
+        for index in range(length):
+            if index and self.interrupt.is_set_for(self.prompt_id):
+                raise Interrupted()
+            results.append(function(**{name: v[min(index, len(v) - 1)] for name, v in inputs.items()}))
+        return results
+
+    @staticmethod
+    def _collect(schema: NodeSchema, results: list) -> CachedOutput:
+        slots: list[list] = [[] for _ in schema.outputs]
+        ui: dict | None = None
+        for result in results:
+            if isinstance(result, dict):
+                if result.get("ui"):
+                    ui = ui or {}
+                    for key, value in result["ui"].items():
+                        ui.setdefault(key, []).extend(value if isinstance(value, list) else [value])
+                if "expand" in result:
+                    raise NotImplementedError("node expansion is not supported by this engine yet")
+                result = result.get("result", ())
+            if result is None:
+                result = ()
+            if not isinstance(result, (tuple, list)):
+                raise TypeError(f"{schema.name}.{schema.function} returned {type(result).__name__}; "
+                                f"expected a tuple of {len(schema.outputs)} outputs")
+            if len(result) < len(schema.outputs):
+                raise TypeError(f"{schema.name}.{schema.function} returned {len(result)} values; "
+                                f"RETURN_TYPES declares {len(schema.outputs)}")
+            for slot, value in enumerate(result[:len(schema.outputs)]):
+                if schema.output_is_list[slot]:
+                    slots[slot].extend(value)
+                else:
+                    slots[slot].append(value)
+        return CachedOutput(slots, ui)
