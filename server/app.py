@@ -1,0 +1,133 @@
+"""The App: builds every long-lived object from the config and wires them together.
+
+Nothing here runs at import; tests build a whole App in-process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import web
+
+from graph import Executor, InterruptFlag, NodeRegistry, make_cache
+from nodes import register_builtin_nodes
+from nodes.services import Services
+
+from .comfy_routes import ComfyRoutes
+from .config import AppConfig
+from .events import EventHub
+from .folders import ModelFolders
+from .queue import PromptQueue
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, config: AppConfig, *, register_nodes: Callable[[NodeRegistry], None] = register_builtin_nodes,
+                 model_manager=None) -> None:
+        self.config = config
+        self.folders = ModelFolders(config.models_dir)
+        for directory in (config.output_dir, config.input_dir, config.temp_dir):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        self.registry = NodeRegistry(resolve_folder=self.folders.list)
+        register_nodes(self.registry)
+        if config.custom_nodes_dir is not None:
+            self.registry.load_custom_nodes(config.custom_nodes_dir)
+        self.services = Services(folders=self.folders, output_dir=Path(config.output_dir),
+                                 input_dir=Path(config.input_dir), temp_dir=Path(config.temp_dir),
+                                 models=model_manager, options=config)
+        self.executor = Executor(self.registry, make_cache(config.cache), self.services)
+        self.hub = EventHub(config.preview_size)
+        self.interrupt = InterruptFlag()
+        self.queue = PromptQueue(on_change=self._queue_changed)
+        free_models = (lambda: model_manager.free_all()) if model_manager is not None else None
+        self.worker = Worker(self.queue, self.executor, self.hub, self.interrupt, free_models)
+        self.extensions: list = []  # route packs (the Fooocus API) added by the caller
+
+    # --- facts for routes ---------------------------------------------------------------------
+    def status_payload(self) -> dict:
+        return {"status": {"exec_info": {"queue_remaining": self.queue.remaining()}}}
+
+    def _queue_changed(self) -> None:
+        self.hub.publish("status", self.status_payload(), broadcast=True)
+
+    def folder_for(self, kind: str) -> Path:
+        return {"output": Path(self.config.output_dir), "input": Path(self.config.input_dir),
+                "temp": Path(self.config.temp_dir)}[kind]
+
+    def worker_node_for(self, prompt_id: str) -> str | None:
+        return None
+
+    def features(self) -> dict:
+        return {"supports_preview_metadata": True, "max_upload_size": int(self.config.max_upload_size_mb * 1024 * 1024)}
+
+    @staticmethod
+    def ram_total() -> int:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return 0
+
+    @staticmethod
+    def ram_free() -> int:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return 0
+
+    def torch_version(self) -> str:
+        import sys
+        torch = sys.modules.get("torch")
+        return getattr(torch, "__version__", "") if torch else ""
+
+    def devices(self) -> list[dict]:
+        manager = self.services.models
+        if manager is not None and hasattr(manager, "device_stats"):
+            return manager.device_stats()
+        return [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                 "torch_vram_total": 0, "torch_vram_free": 0}]
+
+    # --- the aiohttp application --------------------------------------------------------------
+    def make_web_app(self) -> web.Application:
+        web_app = web.Application(client_max_size=int(self.config.max_upload_size_mb * 1024 * 1024),
+                                  middlewares=[error_middleware])
+        web_app["app"] = self
+        comfy = ComfyRoutes(self)
+        for method, path, handler in comfy.routes():
+            web_app.router.add_route(method, path, handler)
+            web_app.router.add_route(method, "/api" + path, handler)
+        web_app.router.add_get("/ping", ping)
+        web_app.router.add_get("/api/ping", ping)
+        for extension in self.extensions:
+            extension.install(web_app)
+        web_app.on_startup.append(self._on_startup)
+        web_app.on_cleanup.append(self._on_cleanup)
+        return web_app
+
+    async def _on_startup(self, web_app: web.Application) -> None:
+        await self.hub.start()
+        self.worker.start()
+
+    async def _on_cleanup(self, web_app: web.Application) -> None:
+        self.worker.stop()
+        await self.hub.stop()
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.json_response("pong")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Known errors keep their status; an unexpected one is logged and answered as JSON, not HTML."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": {"type": "internal_error", "message": str(exc)}}, status=500)

@@ -1,0 +1,40 @@
+"""The server's settings: one frozen object built from the command line (or by tests)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    base_url: str | None = None  # prefix of returned URLs; default http://host:port
+    models_dir: Path = Path("models_data")
+    output_dir: Path = Path("output")
+    input_dir: Path = Path("input")
+    temp_dir: Path = Path("temp")
+    custom_nodes_dir: Path | None = Path("custom_nodes")
+    cache: str = "classic"  # "classic" or "lru:N"
+    cpu: bool = False
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    log_level: str = "info"
+    max_upload_size_mb: float = 100.0
+    preview_size: int = 512
+    # Fooocus-API
+    preset: str | None = None
+    default_model: str | None = None
+    queue_size: int = 100
+    queue_history: int = 0  # 0 = keep every finished job
+    webhook_url: str | None = None
+    apikey: str | None = None
+    database: Path | None = None  # SQLite job store; default <output_dir>/jobs.sqlite3
+    demo_models: bool = True  # serve tiny random models when the models folder has no checkpoint
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def public_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,164 @@
+"""The one job queue both APIs share, and the ComfyUI-style history of finished prompts.
+
+A min-heap on (number, sequence); `front` submissions get negative numbers. Thread-safe: the
+event loop adds and inspects, the worker thread takes and finishes.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class JobObserver(Protocol):
+    """Hooks a job owner (the Fooocus API) attaches to a queue item. Called on the worker thread."""
+
+    def on_start(self) -> None: ...
+
+    def on_event(self, event: str, data: dict) -> None: ...
+
+    def on_finish(self, outcome: Any) -> None: ...
+
+
+@dataclass
+class QueueItem:
+    number: float
+    prompt_id: str
+    prompt: dict
+    extra_data: dict
+    outputs: list[str]
+    constants: dict = field(default_factory=dict)
+    observer: JobObserver | None = None
+
+    @property
+    def client_id(self) -> str | None:
+        return self.extra_data.get("client_id")
+
+    def as_list(self) -> list:
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+class QueueFull(Exception):
+    pass
+
+
+class PromptQueue:
+    def __init__(self, history_limit: int = 10_000, on_change: Callable[[], None] | None = None) -> None:
+        self._heap: list[tuple[float, int, QueueItem]] = []
+        self._sequence = itertools.count()
+        self._counter = itertools.count()
+        self._running: dict[str, QueueItem] = {}
+        self._history: OrderedDict[str, dict] = OrderedDict()
+        self._history_limit = history_limit
+        self._condition = threading.Condition()
+        self._closed = False
+        self.on_change = on_change
+
+    # --- submission ---------------------------------------------------------------------------
+    def next_number(self) -> int:
+        return next(self._counter)
+
+    def put(self, item: QueueItem, limit: int | None = None) -> None:
+        """Add an item; with `limit`, refuse when waiting + running would exceed it."""
+        with self._condition:
+            if limit is not None and len(self._heap) + len(self._running) >= limit:
+                raise QueueFull(f"the queue holds {limit} jobs already")
+            heapq.heappush(self._heap, (item.number, next(self._sequence), item))
+            self._condition.notify()
+        self._changed()
+
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        with self._condition:
+            while not self._heap and not self._closed:
+                if not self._condition.wait(timeout):
+                    return None
+            if self._closed:
+                return None
+            _, _, item = heapq.heappop(self._heap)
+            self._running[item.prompt_id] = item
+        self._changed()
+        return item
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def task_done(self, item: QueueItem, history_entry: dict | None) -> None:
+        with self._condition:
+            self._running.pop(item.prompt_id, None)
+            if history_entry is not None:
+                self._history[item.prompt_id] = history_entry
+                while len(self._history) > self._history_limit:
+                    self._history.popitem(last=False)
+        self._changed()
+
+    # --- inspection and removal ---------------------------------------------------------------
+    def running(self) -> list[QueueItem]:
+        with self._condition:
+            return list(self._running.values())
+
+    def pending(self) -> list[QueueItem]:
+        with self._condition:
+            return [item for _, _, item in sorted(self._heap, key=lambda e: (e[0], e[1]))]
+
+    def remaining(self) -> int:
+        with self._condition:
+            return len(self._heap) + len(self._running)
+
+    def is_running(self, prompt_id: str) -> bool:
+        with self._condition:
+            return prompt_id in self._running
+
+    def delete(self, prompt_ids) -> list[QueueItem]:
+        """Remove waiting items by id; returns the removed items."""
+        wanted = set(prompt_ids)
+        with self._condition:
+            removed = [item for _, _, item in self._heap if item.prompt_id in wanted]
+            if removed:
+                self._heap = [entry for entry in self._heap if entry[2].prompt_id not in wanted]
+                heapq.heapify(self._heap)
+        if removed:
+            self._changed()
+        return removed
+
+    def clear(self) -> list[QueueItem]:
+        with self._condition:
+            removed = [item for _, _, item in self._heap]
+            self._heap = []
+        self._changed()
+        return removed
+
+    # --- history ------------------------------------------------------------------------------
+    def history(self, max_items: int | None = None, offset: int = 0) -> dict[str, dict]:
+        with self._condition:
+            items = list(self._history.items())
+        if offset < 0:
+            offset = 0
+        if max_items is not None and offset == 0 and max_items >= 0:
+            items = items[-max_items:] if max_items else []
+        else:
+            items = items[offset:]
+            if max_items is not None:
+                items = items[:max_items]
+        return dict(items)
+
+    def history_item(self, prompt_id: str) -> dict | None:
+        with self._condition:
+            return self._history.get(prompt_id)
+
+    def delete_history(self, prompt_ids) -> None:
+        with self._condition:
+            for prompt_id in prompt_ids:
+                self._history.pop(prompt_id, None)
+
+    def clear_history(self) -> None:
+        with self._condition:
+            self._history.clear()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()

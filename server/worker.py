@@ -1,0 +1,158 @@
+"""The one worker: takes queue items and runs them on the executor, off the event loop.
+
+It owns the order of the end of a prompt: terminal event, history entry written, `status`,
+then `executing {node: null}`. Any failure of a job, or of the code around it, is logged and
+recorded; the thread never dies from a job.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from graph import Executor, InterruptFlag
+from graph.executor import ExecutionOutcome, now_ms
+
+from .events import EventHub
+from .queue import PromptQueue, QueueItem
+
+log = logging.getLogger(__name__)
+
+HISTORY_MESSAGE_TYPES = ("execution_start", "execution_cached", "execution_success", "execution_error",
+                         "execution_interrupted")
+SECRET_EXTRA_KEYS = ("api_key_comfy_org", "auth_token_comfy_org")
+
+
+class _ItemSink:
+    """Routes one prompt's events to its websocket client (or everyone) and to its observer."""
+
+    def __init__(self, hub: EventHub, item: QueueItem) -> None:
+        self.hub = hub
+        self.item = item
+        self.sid = item.client_id
+
+    def send(self, event: str, data: dict) -> None:
+        observer = self.item.observer
+        if observer is not None:
+            try:
+                observer.on_event(event, data)
+            except Exception:
+                log.exception("job observer failed on %s", event)
+        self.hub.publish(event, data, sid=self.sid)
+
+    def send_image(self, image: Any, *, prompt_id: str, node_id: str, full_size: bool) -> None:
+        observer = self.item.observer
+        if observer is not None and hasattr(observer, "on_image"):
+            try:
+                observer.on_image(image, node_id=node_id, full_size=full_size)
+            except Exception:
+                log.exception("job observer failed on an image")
+        self.hub.publish_image(image, sid=self.sid, prompt_id=prompt_id, node_id=node_id, full_size=full_size)
+
+
+class Worker:
+    def __init__(self, queue: PromptQueue, executor: Executor, hub: EventHub, interrupt: InterruptFlag,
+                 free_models: Callable[[], None] | None = None) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.hub = hub
+        self.interrupt = interrupt
+        self.free_models = free_models
+        self._thread: threading.Thread | None = None
+        self._free_request: dict[str, bool] = {}
+        self._free_lock = threading.Lock()
+        self._stopping = False
+        self.current: QueueItem | None = None
+        self._last_gc = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="prompt-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self.queue.close()
+        self.interrupt.request()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        """POST /free: applied after the running prompt, or at once by the idle worker."""
+        with self._free_lock:
+            self._free_request["unload_models"] = self._free_request.get("unload_models", False) or unload_models
+            self._free_request["free_memory"] = self._free_request.get("free_memory", False) or free_memory
+        if self.current is None:
+            self._apply_free()
+
+    def _apply_free(self) -> None:
+        with self._free_lock:
+            request, self._free_request = self._free_request, {}
+        if request.get("free_memory"):
+            self.executor.reset()
+        if (request.get("unload_models") or request.get("free_memory")) and self.free_models is not None:
+            self.free_models()
+        if request:
+            gc.collect()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            item = self.queue.get(timeout=0.5)
+            if item is None:
+                if self._free_request:
+                    self._apply_free()
+                continue
+            self.current = item
+            try:
+                self._run(item)
+            except Exception:  # never let one job end the worker
+                log.exception("worker failed around prompt %s", item.prompt_id)
+                self.queue.task_done(item, None)
+            finally:
+                self.current = None
+            if self._free_request:
+                self._apply_free()
+
+    def _run(self, item: QueueItem) -> None:
+        self.interrupt.clear()
+        sink = _ItemSink(self.hub, item)
+        observer = item.observer
+        if observer is not None:
+            observer.on_start()
+        started = time.perf_counter()
+        try:
+            outcome = self.executor.execute(item.prompt, item.prompt_id, item.outputs, item.constants,
+                                            extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
+        except Exception as exc:  # an engine bug: record it as the prompt's error
+            log.exception("executor failed on prompt %s", item.prompt_id)
+            outcome = ExecutionOutcome("error", error={"prompt_id": item.prompt_id, "exception_message": str(exc),
+                                                       "exception_type": type(exc).__name__, "traceback": [],
+                                                       "node_id": None, "node_type": None, "executed": [],
+                                                       "current_inputs": {}, "current_outputs": [],
+                                                       "timestamp": now_ms()})
+            sink.send("execution_error", outcome.error)
+        log.info("prompt %s %s in %.2f s", item.prompt_id, outcome.status, time.perf_counter() - started)
+        if observer is not None:
+            try:
+                observer.on_finish(outcome)
+            except Exception:
+                log.exception("job observer failed to finish prompt %s", item.prompt_id)
+        self.queue.task_done(item, self._history_entry(item, outcome))  # triggers the `status` broadcast
+        self.hub.publish("executing", {"node": None, "prompt_id": item.prompt_id}, sid=item.client_id)
+        if time.monotonic() - self._last_gc > 10:
+            self._last_gc = time.monotonic()
+            gc.collect()
+
+    @staticmethod
+    def _history_entry(item: QueueItem, outcome: ExecutionOutcome) -> dict:
+        extra = {k: v for k, v in item.extra_data.items() if k not in SECRET_EXTRA_KEYS}
+        status_str = "success" if outcome.status == "success" else "error"
+        return {
+            "prompt": [item.number, item.prompt_id, item.prompt, extra, item.outputs],
+            "outputs": outcome.outputs,
+            "status": {"status_str": status_str, "completed": outcome.completed,
+                       "messages": [[event, data] for event, data in outcome.messages
+                                    if event in HISTORY_MESSAGE_TYPES]},
+            "meta": outcome.meta,
+        }
