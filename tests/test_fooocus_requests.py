@@ -34,17 +34,6 @@ from server.fooocus.requests import (
     UpscaleVaryRequestV2,
     parse_aspect_ratio,
 )
-from server.fooocus.responses import (
-    AllModelsResponse,
-    AsyncJobResponse,
-    DescribeImageResponse,
-    GeneratedImageResult,
-    JobHistoryResponse,
-    JobQueueInfo,
-    StopResponse,
-    TaskType,
-    WebhookPayload,
-)
 from server.fooocus.validation import (
     Vocabulary,
     json_decode_error_response,
@@ -566,53 +555,3 @@ def test_query_models():
     assert not QueryJobRequest.model_validate({"job_id": "x"}).require_step_preview
     history = JobHistoryRequest.model_validate({})
     assert (history.job_id, history.page, history.page_size, history.delete) == (None, 0, 20, False)
-
-
-# ----------------------------------------------------------------- responses
-
-def test_response_examples_of_the_document():
-    models = {
-        "model_filenames": ["juggernautXL_version6Rundiffusion.safetensors", "sd_xl_base_1.0_0.9vae.safetensors",
-                            "sd_xl_refiner_1.0_0.9vae.safetensors"],
-        "lora_filenames": ["sd_xl_offset_example-lora_1.0.safetensors"],
-    }
-    assert AllModelsResponse.model_validate(models).model_dump(mode="json") == models
-    queue = {"running_size": 0, "finished_size": 1, "last_job_id": "cac3914a-926d-4b6f-a46a-83794a0ce1d4"}
-    assert JobQueueInfo.model_validate(queue).model_dump(mode="json") == queue
-    assert StopResponse().model_dump() == {"msg": "success"}
-    describe = {"describe": "a young woman posing with her hands behind her head"}
-    assert DescribeImageResponse.model_validate(describe).model_dump() == describe
-    history = JobHistoryResponse(history=[{"job_id": "cac3914a-926d-4b6f-a46a-83794a0ce1d4", "is_finished": True}])
-    assert history.model_dump(mode="json") == {
-        "queue": [],
-        "history": [{"job_id": "cac3914a-926d-4b6f-a46a-83794a0ce1d4", "in_queue_mills": 0, "start_mills": 0,
-                     "finish_mills": 0, "is_finished": True}],
-    }
-    # The document's query-job example shows the seed as a number; the API answers a string.
-    job = AsyncJobResponse.model_validate({
-        "job_id": "cac3914a-926d-4b6f-a46a-83794a0ce1d4", "job_type": "Text to Image", "job_stage": "SUCCESS",
-        "job_progress": 100, "job_status": "Finished", "job_step_preview": None,
-        "job_result": [{"base64": None, "url": "http://127.0.0.1:8888/files/2023-11-27/b928e50e.png",
-                        "seed": 8228839561385006000, "finish_reason": "SUCCESS"}],
-    })
-    assert job.model_dump(mode="json")["job_result"][0]["seed"] == "8228839561385006000"
-    webhook = {"job_id": "717ec0b5", "job_result": [{"url": "http://127.0.0.1:8888/files/2023-12-29/f1.png",
-                                                      "seed": "3283449865282320931"}]}
-    assert WebhookPayload.model_validate(webhook).model_dump(mode="json") == webhook
-
-
-def test_special_job_responses():
-    assert AsyncJobResponse.queue_full(TaskType.TEXT_TO_IMAGE).model_dump(mode="json") == {
-        "job_id": "", "job_type": "Text to Image", "job_stage": "ERROR", "job_progress": 0, "job_status": None,
-        "job_step_preview": None,
-        "job_result": [{"base64": None, "url": None, "seed": "", "finish_reason": "QUEUE_IS_FULL"}],
-    }
-    assert AsyncJobResponse.not_found().model_dump(mode="json") == {
-        "job_id": "", "job_type": "Not Found", "job_stage": "ERROR", "job_progress": 0,
-        "job_status": "Job not found", "job_step_preview": None, "job_result": None,
-    }
-    submitted = AsyncJobResponse.submitted("abc", TaskType.UPSCALE_OR_VARY).model_dump(mode="json")
-    assert submitted["job_stage"] == "WAITING" and submitted["job_type"] == "Image Upscale or Variation"
-    assert GeneratedImageResult(seed=5).seed == "5"
-    with pytest.raises(ValidationError):
-        GeneratedImageResult(finish_reason="DONE")

@@ -363,9 +363,13 @@ def _guess_scheme(text: str) -> MetaScheme:
 
 def read_metadata(source: Union[bytes, str, Path, Image.Image]) -> Optional[ReadMetadata]:
     """Metadata of an image file, its bytes or an opened image; None when there is none."""
-    image = source if isinstance(source, Image.Image) else (
-        Image.open(io.BytesIO(source)) if isinstance(source, bytes) else Image.open(source)
-    )
+    if isinstance(source, Image.Image):
+        return _read_open_image(source)
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        return _read_open_image(image)
+
+
+def _read_open_image(image: Image.Image) -> Optional[ReadMetadata]:
     text = scheme_name = software = None
     if image.format == "PNG" or PNG_PARAMETERS_KEY in image.info:
         text = image.info.get(PNG_PARAMETERS_KEY)
