@@ -1,22 +1,17 @@
 """Output caches and the input signatures that key them.
 
-A node's key is a digest of its class, its IS_CHANGED fingerprint, its constants (name-sorted)
+A node's key is the signature of its class, its IS_CHANGED fingerprint, its constants (name-sorted)
 and, for each link, the key of the linked node and the output index. Identical subgraphs under
 other node ids therefore share keys, a changed constant changes the keys of exactly that node and
 its descendants, and no tensor is ever hashed. Keys are computed before the run.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-
-_nonce = itertools.count()
-
 
 @dataclass
 class CachedOutput:
@@ -24,43 +19,76 @@ class CachedOutput:
     ui: dict | None
 
 
-def _encode_constant(value: Any) -> str:
-    """Stable text for primitive constants; anything else gets a never-equal token."""
+class CacheKey:
+    """An input signature with its hash computed once.
+
+    `parts` holds the class, fingerprint and, per input, either the constant (tagged with its
+    type, since 1 == 1.0 == True in Python) or the source node's CacheKey. Source keys are the
+    very objects stored in the cache (see `canonical`), so comparing two keys compares each
+    part by identity first: O(inputs), never O(ancestors).
+    """
+
+    __slots__ = ("parts", "_hash")
+
+    def __init__(self, parts: tuple) -> None:
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, CacheKey) and self._hash == other._hash and self.parts == other.parts)
+
+    def __repr__(self) -> str:
+        return f"CacheKey({self.parts[0]}, {self._hash:#x})"
+
+
+class _Unique:
+    """A constant or fingerprint that must never match anything (NaN IS_CHANGED, unhashable values)."""
+
+    __slots__ = ()
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _constant_token(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        if kind is float and math.isnan(value):
+            return _Unique()
+        return kind, value
     try:
-        return json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        return "json", json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
-        return f"<unique {next(_nonce)}>"
+        return _Unique()
 
 
 def fingerprint_is_unique(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def compute_keys(order: list[str], prompt: Mapping[str, dict], is_link: Callable[[Any], bool],
-                 constants: Mapping[str, Mapping[str, Any]], fingerprints: Mapping[str, Any],
-                 node_scoped: Callable[[str], bool]) -> dict[str, bytes]:
-    """Keys for the nodes of `order`, which lists every node after the nodes it links to."""
-    keys: dict[str, bytes] = {}
+def compute_keys(order: list[str], class_types: Mapping[str, str], constants: Mapping[str, Mapping[str, Any]],
+                 links: Mapping[str, Mapping[str, tuple[str, int]]], fingerprints: Mapping[str, Any],
+                 node_scoped: Callable[[str], bool],
+                 canonical: Callable[[CacheKey], CacheKey] = lambda key: key) -> dict[str, CacheKey]:
+    """Keys for the nodes of `order`, which lists every node after the nodes it links to.
+
+    `constants[n]` and `links[n]` hold node n's constant inputs and its links (name -> (source,
+    index)); `canonical` maps a key to the equal key object already held by the cache.
+    """
+    keys: dict[str, CacheKey] = {}
     for node_id in order:
-        node = prompt[node_id]
-        digest = hashlib.blake2b(digest_size=16)
         fingerprint = fingerprints.get(node_id)
-        head = [node["class_type"],
-                f"<unique {next(_nonce)}>" if fingerprint_is_unique(fingerprint) else _encode_constant(fingerprint)]
-        if node_scoped(node_id):
-            head.append(node_id)
-        digest.update("\x1f".join(head).encode())
-        node_constants = constants.get(node_id, {})
-        for name in sorted(node["inputs"]):
-            value = node["inputs"][name]
-            if is_link(value):
-                source = keys.get(value[0])
-                part = b"L" + (source if source is not None else next(_nonce).to_bytes(8, "little")) + \
-                    int(value[1]).to_bytes(4, "little")
-            else:
-                part = b"C" + _encode_constant(node_constants.get(name, value)).encode()
-            digest.update(b"\x1e" + name.encode() + b"\x1d" + part)
-        keys[node_id] = digest.digest()
+        parts: list = [class_types[node_id], None if fingerprint is None else _constant_token(fingerprint),
+                       node_id if node_scoped(node_id) else None]
+        for name, value in constants.get(node_id, {}).items():
+            parts.append((name, _constant_token(value)))
+        for name, (source, index) in links.get(node_id, {}).items():
+            parts.append((name, keys.get(source) or _Unique(), index))
+        parts[3:] = sorted(parts[3:], key=lambda part: part[0])
+        keys[node_id] = canonical(CacheKey(tuple(parts)))
     return keys
 
 
@@ -68,16 +96,21 @@ class ClassicCache:
     """Keeps what the current prompt can use: entries whose keys the new prompt lacks are dropped."""
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, CachedOutput] = {}
+        self._entries: dict[CacheKey, tuple[CacheKey, CachedOutput]] = {}
 
-    def begin_prompt(self, keys: set[bytes]) -> None:
+    def canonical(self, key: CacheKey) -> CacheKey:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None else key
+
+    def begin_prompt(self, keys: set[CacheKey]) -> None:
         self._entries = {k: v for k, v in self._entries.items() if k in keys}
 
-    def get(self, key: bytes) -> CachedOutput | None:
-        return self._entries.get(key)
+    def get(self, key: CacheKey) -> CachedOutput | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
 
-    def put(self, key: bytes, value: CachedOutput) -> None:
-        self._entries[key] = value
+    def put(self, key: CacheKey, value: CachedOutput) -> None:
+        self._entries[key] = (key, value)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -93,21 +126,26 @@ class LRUCache:
         if max_entries < 1:
             raise ValueError("LRU cache size must be at least 1")
         self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, CachedOutput] = OrderedDict()
-        self._pinned: set[bytes] = set()
+        self._entries: OrderedDict[CacheKey, tuple[CacheKey, CachedOutput]] = OrderedDict()
+        self._pinned: set[CacheKey] = set()
 
-    def begin_prompt(self, keys: set[bytes]) -> None:
+    def canonical(self, key: CacheKey) -> CacheKey:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None else key
+
+    def begin_prompt(self, keys: set[CacheKey]) -> None:
         self._pinned = keys
         self._evict()
 
-    def get(self, key: bytes) -> CachedOutput | None:
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
-        return value
+    def get(self, key: CacheKey) -> CachedOutput | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
 
-    def put(self, key: bytes, value: CachedOutput) -> None:
-        self._entries[key] = value
+    def put(self, key: CacheKey, value: CachedOutput) -> None:
+        self._entries[key] = (key, value)
         self._entries.move_to_end(key)
         self._evict()
 

@@ -73,11 +73,12 @@ class Executor:
 
     # ------------------------------------------------------------------------------------------
     def execute(self, prompt: Mapping[str, dict], prompt_id: str, outputs: list[str],
-                constants: Mapping[str, Mapping[str, Any]] | None = None, *, extra_data: dict | None = None,
+                constants: Mapping[str, Mapping[str, Any]] | None = None, *,
+                links: Mapping[str, Mapping[str, tuple[str, int]]] | None = None, extra_data: dict | None = None,
                 sink: EventSink | None = None, interrupt: InterruptFlag | None = None,
                 job_log: logging.Logger | None = None) -> ExecutionOutcome:
         run = _Run(self, prompt, prompt_id, outputs, constants or {}, extra_data or {}, sink or NullSink(),
-                   interrupt or InterruptFlag(), job_log or log)
+                   interrupt or InterruptFlag(), job_log or log, links)
         return run.go()
 
 
@@ -85,7 +86,7 @@ class _Run:
     """The state of one prompt's execution."""
 
     def __init__(self, executor: Executor, prompt, prompt_id, outputs, constants, extra_data, sink, interrupt,
-                 job_log) -> None:
+                 job_log, known_links=None) -> None:
         self.x = executor
         self.prompt = prompt
         self.prompt_id = prompt_id
@@ -99,6 +100,8 @@ class _Run:
         self.results: dict[str, CachedOutput] = {}
         self.schemas: dict[str, NodeSchema] = {nid: executor.registry.get(n["class_type"]) for nid, n in prompt.items()}
         self.reported_blockers: set[int] = set()
+        self.links: dict[str, dict[str, tuple[str, int]]] = {}
+        self.known_links = known_links or {}
 
     def emit(self, event: str, data: dict) -> None:
         self.outcome.messages.append((event, data))
@@ -106,8 +109,11 @@ class _Run:
 
     # ---- planning -----------------------------------------------------------------------------
     def _order(self) -> list[str]:
-        """Every node reachable from the outputs, each after the nodes it links to (iterative)."""
-        order, state = [], {}
+        """Every node reachable from the outputs, each after the nodes it links to (iterative).
+
+        Also parses each reached node's links once: `self.links[node] = {input: (source, index)}`.
+        """
+        order, state, links = [], {}, self.links
         for root in self.outputs:
             stack = [(root, False)]
             while stack:
@@ -121,10 +127,23 @@ class _Run:
                     continue
                 state[node_id] = 1
                 stack.append((node_id, True))
-                for value in self.prompt[node_id]["inputs"].values():
-                    if is_link(value) and value[0] in self.prompt and not state.get(value[0]):
-                        stack.append((value[0], False))
+                node_links = self.known_links.get(node_id)
+                if node_links is None:
+                    node_links = {name: (value[0], int(value[1])) for name, value in self.prompt[node_id]["inputs"].items()
+                                  if is_link(value) and value[0] in self.prompt}
+                links[node_id] = node_links
+                for source, _ in node_links.values():
+                    if not state.get(source):
+                        stack.append((source, False))
         return order
+
+    def _node_constants(self, node_id: str) -> dict[str, Any]:
+        known = self.constants.get(node_id)
+        if known is not None:
+            return known
+        schema = self.schemas[node_id]
+        return {name: unwrap_constant(value) for name, value in self.prompt[node_id]["inputs"].items()
+                if not is_link(value) and schema.input(name) is not None}
 
     def _fingerprints(self, order: list[str]) -> dict[str, Any]:
         fingerprints = {}
@@ -132,8 +151,8 @@ class _Run:
             schema = self.schemas[node_id]
             if not schema.has_is_changed:
                 continue
-            kwargs = {name: (None if is_link(v) else self.constants.get(node_id, {}).get(name, unwrap_constant(v)))
-                      for name, v in self.prompt[node_id]["inputs"].items()}
+            kwargs = dict(self._node_constants(node_id))
+            kwargs.update((name, None) for name in self.links[node_id])
             try:
                 fingerprints[node_id] = schema.node_class.IS_CHANGED(**kwargs)
             except Exception:  # a failing fingerprint means "always run", as ComfyUI does
@@ -144,8 +163,11 @@ class _Run:
     def go(self) -> ExecutionOutcome:
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
         order = self._order()
-        keys = compute_keys(order, self.prompt, is_link, self.constants, self._fingerprints(order),
-                            lambda nid: self.schemas[nid].not_idempotent)
+        class_types = {nid: self.prompt[nid]["class_type"] for nid in order}
+        constants = {nid: self._node_constants(nid) for nid in order}
+        self.constants = constants
+        keys = compute_keys(order, class_types, constants, self.links, self._fingerprints(order),
+                            lambda nid: self.schemas[nid].not_idempotent, self.x.cache.canonical)
         self.keys = keys
         cache = self.x.cache
         cache.begin_prompt(set(keys.values()))
@@ -232,11 +254,10 @@ class _Run:
                 pending.add(nid)
                 added.append(nid)
                 schema = self.schemas[nid]
-                for name, value in self.prompt[nid]["inputs"].items():
-                    if is_link(value):
-                        spec = schema.input(name)
-                        if spec is None or not spec.lazy:
-                            stack.append((value[0], nid))
+                for name, (source, _) in self.links[nid].items():
+                    spec = schema.input(name)
+                    if spec is None or not spec.lazy:
+                        stack.append((source, nid))
             for nid in added:
                 if not waiting_on.get(nid):
                     (ready_outputs if nid in output_set else ready_others).append(nid)
@@ -266,20 +287,15 @@ class _Run:
     def _resolve(self, node_id: str) -> tuple[dict[str, list], list[str]]:
         """Input lists of a node, and the lazy links that are not evaluated yet."""
         schema = self.schemas[node_id]
-        constants = self.constants.get(node_id, {})
-        values: dict[str, list] = {}
+        values: dict[str, list] = {name: [value] for name, value in self.constants[node_id].items()}
         unevaluated: list[str] = []
-        for name, value in self.prompt[node_id]["inputs"].items():
-            spec = schema.input(name)
-            if is_link(value):
-                result = self.results.get(value[0])
-                if result is None:
-                    unevaluated.append(name)
-                    values[name] = [None]
-                else:
-                    values[name] = result.values[int(value[1])]
-            elif spec is not None:
-                values[name] = [constants.get(name, unwrap_constant(value))]
+        for name, (source, index) in self.links[node_id].items():
+            result = self.results.get(source)
+            if result is None:
+                unevaluated.append(name)
+                values[name] = [None]
+            else:
+                values[name] = result.values[index]
         for name, kind in schema.hidden.items():
             if kind in ("PROMPT", "DYNPROMPT"):
                 values[name] = [self.prompt]
@@ -313,7 +329,7 @@ class _Run:
                 names = {n for result in wanted for n in (result or ())}
                 missing = [n for n in unevaluated if n in names]
                 if missing:
-                    return [self.prompt[node_id]["inputs"][n][0] for n in missing]
+                    return [self.links[node_id][n][0] for n in missing]
             results = self._call_lists(getattr(instance, schema.function), inputs, schema.input_is_list)
             output = self._collect(schema, results)
         except Interrupted:

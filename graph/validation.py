@@ -36,6 +36,7 @@ class ValidationResult:
     outputs: list[str]
     node_errors: dict[str, dict]
     constants: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> coerced constants
+    links: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)  # node -> input -> (source, index)
 
     def response_error(self) -> dict:
         return {"error": self.error, "node_errors": self.node_errors}
@@ -95,7 +96,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_targets: Iterab
         return ValidationResult(False, _error("prompt_outputs_failed_validation",
                                               "Prompt outputs failed validation", "\n".join(failure_messages)),
                                 [], node_errors)
-    return ValidationResult(True, None, valid_outputs, node_errors, checker.constants)
+    return ValidationResult(True, None, valid_outputs, node_errors, checker.constants, checker.links)
 
 
 class _NodeChecker:
@@ -105,6 +106,7 @@ class _NodeChecker:
         self.errors: dict[str, list[dict]] = {}
         self.constants: dict[str, dict[str, Any]] = {}
         self._links: dict[str, list[str]] = {}
+        self.links: dict[str, dict[str, tuple[str, int]]] = {}
 
     def upstream_of(self, output: str) -> set[str]:
         """All nodes `output` depends on (itself included), each checked once."""
@@ -159,6 +161,7 @@ class _NodeChecker:
         inputs = node.get("inputs") or {}
         linked: list[str] = []
         constants: dict[str, Any] = {}
+        links: dict[str, tuple[str, int]] = {}
         linked_types: dict[str, str] = {}
         for spec in schema.inputs:
             if spec.name not in inputs:
@@ -171,6 +174,7 @@ class _NodeChecker:
                 source = self._check_link(node_id, schema, spec, value)
                 if source is not None:
                     linked.append(source)
+                    links[spec.name] = (source, int(value[1]))
                     linked_types[spec.name] = self.registry.get(self.prompt[source]["class_type"]).outputs[int(value[1])]
                 continue
             try:
@@ -180,8 +184,10 @@ class _NodeChecker:
         for name, value in inputs.items():  # undeclared links are still resolved and passed on
             if schema.input(name) is None and is_link(value) and value[0] in self.prompt:
                 linked.append(value[0])
+                links[name] = (value[0], int(value[1]))
         self._custom_validation(node_id, schema, inputs, constants, linked_types)
         self.constants[node_id] = constants
+        self.links[node_id] = links
         return linked
 
     def _check_link(self, node_id: str, schema: NodeSchema, spec: InputSpec, value: list) -> str | None:

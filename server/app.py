@@ -95,7 +95,7 @@ class App:
     def make_web_app(self) -> web.Application:
         web_app = web.Application(client_max_size=int(self.config.max_upload_size_mb * 1024 * 1024),
                                   middlewares=[error_middleware])
-        web_app["app"] = self
+        web_app[APP_KEY] = self
         comfy = ComfyRoutes(self)
         for method, path, handler in comfy.routes():
             web_app.router.add_route(method, path, handler)
@@ -115,6 +115,9 @@ class App:
     async def _on_cleanup(self, web_app: web.Application) -> None:
         self.worker.stop()
         await self.hub.stop()
+
+
+APP_KEY = web.AppKey("app", App)
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -116,7 +116,7 @@ class ComfyRoutes:
                 raise BadRequest("number must be a number")
         if body.get("front"):
             number = -abs(number) if number else -self.app.queue.next_number()
-        item = QueueItem(number, prompt_id, prompt, extra_data, result.outputs, result.constants)
+        item = QueueItem(number, prompt_id, prompt, extra_data, result.outputs, result.constants, result.links)
         self.app.queue.put(item)
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 

@@ -31,6 +31,7 @@ class QueueItem:
     extra_data: dict
     outputs: list[str]
     constants: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)
     observer: JobObserver | None = None
 
     @property

@@ -123,7 +123,7 @@ class Worker:
         started = time.perf_counter()
         try:
             outcome = self.executor.execute(item.prompt, item.prompt_id, item.outputs, item.constants,
-                                            extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
+                                            links=item.links, extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
         except Exception as exc:  # an engine bug: record it as the prompt's error
             log.exception("executor failed on prompt %s", item.prompt_id)
             outcome = ExecutionOutcome("error", error={"prompt_id": item.prompt_id, "exception_message": str(exc),

@@ -137,8 +137,7 @@ async def test_interrupt_stops_running_prompt(client):
 
 
 async def test_queue_priority_delete_and_clear(client, toy_app_factory):
-    app = client.server.app["app"]
-    # hold the worker on a slow prompt so the rest waits
+        # hold the worker on a slow prompt so the rest waits
     blocker = await (await client.post("/prompt", json={"prompt": chain_prompt(steps=300)})).json()
     ids = []
     for value in range(3):

@@ -1,0 +1,92 @@
+"""Command line: parse flags -> build the App -> serve."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="A Fooocus-API compatible SDXL server on a ComfyUI-style node graph. "
+                    "Serves the Fooocus API (/v1, /v2) and the ComfyUI API (/prompt, /ws, ...) on one port.")
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    net.add_argument("--port", type=int, default=8888, help="listen port (default 8888)")
+    net.add_argument("--base-url", default=None, help="prefix of the image URLs the API returns "
+                                                      "(default http://HOST:PORT)")
+    paths = parser.add_argument_group("folders")
+    paths.add_argument("--models-dir", type=Path, default=Path("models_data"),
+                       help="root of the model folders: checkpoints/, loras/, vae/, ... (default ./models_data)")
+    paths.add_argument("--output-dir", type=Path, default=Path("output"), help="generated images (default ./output)")
+    paths.add_argument("--input-dir", type=Path, default=Path("input"), help="uploaded images (default ./input)")
+    paths.add_argument("--temp-dir", type=Path, default=Path("temp"), help="previews (default ./temp)")
+    paths.add_argument("--custom-nodes-dir", type=Path, default=Path("custom_nodes"),
+                       help="folder of custom node packs loaded at start (default ./custom_nodes)")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--cache", default="classic", metavar="classic|lru:N",
+                        help="node output cache: 'classic' keeps what the current workflow can reuse; "
+                             "'lru:N' keeps the N most recent outputs across workflows (default classic)")
+    engine.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    engine.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                        help="compute precision on CUDA (default auto: fp16; fp32 on the CPU always)")
+    engine.add_argument("--preview-size", type=int, default=512, help="largest side of step previews (default 512)")
+    engine.add_argument("--no-demo-models", action="store_true",
+                        help="do not write tiny random demo models when the models folder has no checkpoint")
+    fooocus = parser.add_argument_group("Fooocus API")
+    fooocus.add_argument("--preset", default=None, help="Fooocus preset name (default: 'default')")
+    fooocus.add_argument("--default-model", default=None, help="base model used when a request names none")
+    fooocus.add_argument("--queue-size", type=int, default=100, help="most jobs waiting + running (default 100)")
+    fooocus.add_argument("--queue-history", type=int, default=0,
+                         help="finished jobs kept; older ones and their files are deleted (default 0 = all)")
+    fooocus.add_argument("--webhook-url", default=None, help="URL notified when any job finishes")
+    fooocus.add_argument("--apikey", default=None, help="require this X-API-KEY header on every API route")
+    fooocus.add_argument("--persistent", action="store_true",
+                         help="accepted for Fooocus-API compatibility: history is always persisted")
+    fooocus.add_argument("--database", type=Path, default=None,
+                         help="SQLite file of the job store (default OUTPUT_DIR/jobs.sqlite3)")
+    fooocus.add_argument("--max-upload-size", type=float, default=100.0, help="largest request body in MB (default 100)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log level (default info)")
+    parser.add_argument("--make-demo-models", type=Path, metavar="DIR", default=None,
+                        help="write tiny random-weight demo checkpoints, LoRA, tokenizer and expansion model "
+                             "into DIR and exit")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    from server.config import AppConfig
+
+    return AppConfig(host=args.host, port=args.port, base_url=args.base_url, models_dir=args.models_dir,
+                     output_dir=args.output_dir, input_dir=args.input_dir, temp_dir=args.temp_dir,
+                     custom_nodes_dir=args.custom_nodes_dir, cache=args.cache, cpu=args.cpu,
+                     precision=args.precision, log_level=args.log_level, max_upload_size_mb=args.max_upload_size,
+                     preview_size=args.preview_size, preset=args.preset, default_model=args.default_model,
+                     queue_size=args.queue_size, queue_history=args.queue_history, webhook_url=args.webhook_url,
+                     apikey=args.apikey, database=args.database, demo_models=not args.no_demo_models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.make_demo_models is not None:
+        from server.demo import write_demo_models
+
+        write_demo_models(args.make_demo_models)
+        print(f"demo models written to {args.make_demo_models}")
+        return 0
+    try:
+        from graph.cache import make_cache
+
+        make_cache(args.cache)
+    except ValueError as exc:
+        build_parser().error(str(exc))
+    from server.serve import serve
+
+    return serve(config_from_args(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Offline demo: tiny random-weight models so the server runs end to end without downloads."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .config import AppConfig
+from .folders import ModelFolders
+
+log = logging.getLogger(__name__)
+
+DEMO_PREFIX = "tiny-"
+BANNER = """
+==========================================================================================
+ DEMO MODELS ONLY: {models_dir}/checkpoints holds no real checkpoint, so tiny random-weight
+ demo models are served. Every image they make is NOISE.
+ Put real SDXL checkpoints (.safetensors) into {models_dir}/checkpoints/ (e.g.
+ juggernautXL_v8Rundiffusion.safetensors from Civitai/Hugging Face, or
+ sd_xl_base_1.0.safetensors from stabilityai/stable-diffusion-xl-base-1.0), LoRAs into
+ {models_dir}/loras/, and the CLIP tokenizer (vocab.json + merges.txt) into
+ {models_dir}/text_encoders/clip_tokenizer/. See README.md, "Model folders".
+==========================================================================================
+"""
+
+
+def write_demo_models(directory: Path) -> None:
+    from models.tiny import write_demo_models as write
+
+    write(Path(directory))
+
+
+def ensure_models_or_demo(config: AppConfig) -> None:
+    folders = ModelFolders(config.models_dir)
+    folders.ensure()
+    checkpoints = folders.list("checkpoints")
+    real = [name for name in checkpoints if not Path(name).name.startswith(DEMO_PREFIX)]
+    if real:
+        return
+    if not checkpoints and config.demo_models:
+        log.warning("no checkpoint in %s/checkpoints: writing tiny demo models", config.models_dir)
+        write_demo_models(Path(config.models_dir))
+    if folders.list("checkpoints"):
+        log.warning(BANNER.format(models_dir=config.models_dir))
