@@ -233,11 +233,10 @@ def normalize_hf_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     transformers 5's CLIPTextModel lack it); drops the non-weight `position_ids` buffer."""
     out = {}
     for key, value in state_dict.items():
-        if key in _IGNORED_KEYS:
-            continue
         if key.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
             key = "text_model." + key
-        out[key] = value
+        if key not in _IGNORED_KEYS:
+            out[key] = value
     return out
 
 

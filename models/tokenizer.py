@@ -60,7 +60,7 @@ def bytes_to_unicode() -> dict[int, str]:
         if b not in mapping:
             mapping[b] = chr(256 + shifted)
             shifted += 1
-    return dict(sorted(mapping.items()))
+    return mapping  # insertion order (printable bytes first) is the order of CLIP's vocabulary
 
 
 def vocab_from_merges(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
