@@ -17,7 +17,7 @@ from graph import validate_prompt
 from .files import FOLDER_TYPES, BadFileRequest, ForbiddenPath, check_name, resolve_in, split_annotation, \
     unique_upload_path
 from .folders import UnknownFolder
-from .queue import QueueItem
+from .queue import QueueItem, RunSpec
 
 if TYPE_CHECKING:
     from .app import App
@@ -116,7 +116,8 @@ class ComfyRoutes:
                 raise BadRequest("number must be a number")
         if body.get("front"):
             number = -abs(number) if number else -self.app.queue.next_number()
-        item = QueueItem(number, prompt_id, prompt, extra_data, result.outputs, result.constants, result.links)
+        item = QueueItem(number, prompt_id, [RunSpec(prompt, result.outputs, result.constants, result.links)],
+                         extra_data)
         self.app.queue.put(item)
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 

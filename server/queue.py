@@ -24,19 +24,37 @@ class JobObserver(Protocol):
 
 
 @dataclass
-class QueueItem:
-    number: float
-    prompt_id: str
+class RunSpec:
+    """One validated workflow execution."""
+
     prompt: dict
-    extra_data: dict
     outputs: list[str]
     constants: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)
+
+
+@dataclass
+class QueueItem:
+    """A job: one workflow run (ComfyUI), or several run one after another (a Fooocus job makes
+    one run per image, so a stop keeps the images finished before it)."""
+
+    number: float
+    prompt_id: str
+    runs: list[RunSpec]
+    extra_data: dict
     observer: JobObserver | None = None
 
     @property
     def client_id(self) -> str | None:
         return self.extra_data.get("client_id")
+
+    @property
+    def prompt(self) -> dict:
+        return self.runs[0].prompt
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.runs[0].outputs
 
     def as_list(self) -> list:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]

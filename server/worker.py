@@ -52,6 +52,20 @@ class _ItemSink:
         self.hub.publish_image(image, sid=self.sid, prompt_id=prompt_id, node_id=node_id, full_size=full_size)
 
 
+def _merge(first: ExecutionOutcome, later: ExecutionOutcome) -> ExecutionOutcome:
+    """One outcome for a job of several runs: later runs' UI lists are appended, the worst status wins."""
+    outputs = {node: {key: list(values) for key, values in ui.items()} for node, ui in first.outputs.items()}
+    for node, ui in later.outputs.items():
+        target = outputs.setdefault(node, {})
+        for key, values in ui.items():
+            target.setdefault(key, []).extend(values)
+    start = [m for m in first.messages if m[0] in ("execution_start", "execution_cached")]
+    return ExecutionOutcome(later.status if later.status != "success" else first.status, outputs,
+                            start + [m for m in later.messages if m[0] not in ("execution_start", "execution_cached")],
+                            first.executed + later.executed, first.cached + later.cached,
+                            later.error or first.error, {**first.meta, **later.meta})
+
+
 class Worker:
     def __init__(self, queue: PromptQueue, executor: Executor, hub: EventHub, interrupt: InterruptFlag,
                  free_models: Callable[[], None] | None = None) -> None:
@@ -121,17 +135,17 @@ class Worker:
         if observer is not None:
             observer.on_start()
         started = time.perf_counter()
-        try:
-            outcome = self.executor.execute(item.prompt, item.prompt_id, item.outputs, item.constants,
-                                            links=item.links, extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
-        except Exception as exc:  # an engine bug: record it as the prompt's error
-            log.exception("executor failed on prompt %s", item.prompt_id)
-            outcome = ExecutionOutcome("error", error={"prompt_id": item.prompt_id, "exception_message": str(exc),
-                                                       "exception_type": type(exc).__name__, "traceback": [],
-                                                       "node_id": None, "node_type": None, "executed": [],
-                                                       "current_inputs": {}, "current_outputs": [],
-                                                       "timestamp": now_ms()})
-            sink.send("execution_error", outcome.error)
+        outcome = ExecutionOutcome("success")
+        for index, run in enumerate(item.runs):
+            result = self._execute(item, run, sink)
+            outcome = result if index == 0 else _merge(outcome, result)
+            if observer is not None and hasattr(observer, "on_run_finished"):
+                try:
+                    observer.on_run_finished(index, result)
+                except Exception:
+                    log.exception("job observer failed after run %d of prompt %s", index, item.prompt_id)
+            if result.status != "success":
+                break
         log.info("prompt %s %s in %.2f s", item.prompt_id, outcome.status, time.perf_counter() - started)
         if observer is not None:
             try:
@@ -143,6 +157,18 @@ class Worker:
         if time.monotonic() - self._last_gc > 10:
             self._last_gc = time.monotonic()
             gc.collect()
+
+    def _execute(self, item: QueueItem, run, sink: _ItemSink) -> ExecutionOutcome:
+        try:
+            return self.executor.execute(run.prompt, item.prompt_id, run.outputs, run.constants, links=run.links,
+                                         extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
+        except Exception as exc:  # an engine bug: record it as the prompt's error
+            log.exception("executor failed on prompt %s", item.prompt_id)
+            error = {"prompt_id": item.prompt_id, "exception_message": str(exc), "exception_type": type(exc).__name__,
+                     "traceback": [], "node_id": None, "node_type": None, "executed": [], "current_inputs": {},
+                     "current_outputs": [], "timestamp": now_ms()}
+            sink.send("execution_error", error)
+            return ExecutionOutcome("error", error=error, messages=[("execution_error", error)])
 
     @staticmethod
     def _history_entry(item: QueueItem, outcome: ExecutionOutcome) -> dict:
