@@ -20,6 +20,7 @@ from .comfy_routes import ComfyRoutes
 from .config import AppConfig
 from .events import EventHub
 from .folders import ModelFolders
+from .middleware import api_key_middleware, cors_middleware, error_middleware
 from .queue import PromptQueue
 from .worker import Worker
 
@@ -93,8 +94,11 @@ class App:
 
     # --- the aiohttp application --------------------------------------------------------------
     def make_web_app(self) -> web.Application:
+        middlewares = [cors_middleware, error_middleware]
+        if self.config.apikey:
+            middlewares.insert(1, api_key_middleware(self.config.apikey))
         web_app = web.Application(client_max_size=int(self.config.max_upload_size_mb * 1024 * 1024),
-                                  middlewares=[error_middleware])
+                                  middlewares=middlewares)
         web_app[APP_KEY] = self
         comfy = ComfyRoutes(self)
         for method, path, handler in comfy.routes():
@@ -102,10 +106,11 @@ class App:
             web_app.router.add_route(method, "/api" + path, handler)
         web_app.router.add_get("/ping", ping)
         web_app.router.add_get("/api/ping", ping)
-        for extension in self.extensions:
-            extension.install(web_app)
+        # the App starts first and stops first (the worker ends before the job store closes)
         web_app.on_startup.append(self._on_startup)
         web_app.on_cleanup.append(self._on_cleanup)
+        for extension in self.extensions:
+            extension.install(web_app)
         return web_app
 
     async def _on_startup(self, web_app: web.Application) -> None:
@@ -122,15 +127,3 @@ APP_KEY = web.AppKey("app", App)
 
 async def ping(request: web.Request) -> web.Response:
     return web.json_response("pong")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Known errors keep their status; an unexpected one is logged and answered as JSON, not HTML."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response({"error": {"type": "internal_error", "message": str(exc)}}, status=500)

@@ -254,8 +254,10 @@ class JobRecord:
         only when the request had `require_step_preview=true`. base64 appears in results only if
         the original request asked for it (`params["require_base64"]`).
         """
+        # SUCCESS lists its images; a stopped or failed job lists the images it finished plus its
+        # USER_CANCEL / ERROR item (v0.4.x), so a stop never hides finished work.
         job_result = None
-        if self.stage is JobStage.SUCCESS:
+        if self.is_finished and self.results:
             job_result = self._items(self.results, base64_loader)
         return {
             "job_id": self.job_id,
