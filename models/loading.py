@@ -22,6 +22,7 @@ from models.detection import CheckpointInfo, detect_checkpoint, detect_vae_confi
 from models.unet import UNetModel
 from models.vae import AutoencoderKL
 
+_TEXT_ENCODER_ROOTS = ("cond_stage_model.", "conditioner.embedders.")
 _VAE_ROOTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
 
@@ -30,8 +31,9 @@ class LoadedCheckpoint:
     info: CheckpointInfo
     unet: UNetModel
     vae: AutoencoderKL | None  # None when the file has no VAE (a bare UNet file)
-    clip_l: dict[str, torch.Tensor]  # HF CLIPTextModel keys ("text_model.*"); empty if absent
-    clip_g: dict[str, torch.Tensor]  # open_clip keys; empty if absent
+    # the file's text-encoder entries under their original prefixed names, as
+    # models.text_encoders.load_text_encoder expects them; empty for a bare UNet file
+    text_encoder_state: dict[str, torch.Tensor]
 
 
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
@@ -51,7 +53,8 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     if parts.vae:
         vae_state = _vae_keys(parts.vae)
         vae = _build(AutoencoderKL, vae_state, detect_vae_config(vae_state, name), name)
-    return LoadedCheckpoint(info=info, unet=unet, vae=vae, clip_l=parts.clip_l, clip_g=parts.clip_g)
+    text_encoder_state = {key: value for key, value in state_dict.items() if key.startswith(_TEXT_ENCODER_ROOTS)}
+    return LoadedCheckpoint(info=info, unet=unet, vae=vae, text_encoder_state=text_encoder_state)
 
 
 def load_vae(path: str | os.PathLike) -> AutoencoderKL:

@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from models.clip_text import CLIPTextConfig, heads_for_width
 from models.detection import SD15, SDXL, SDXL_REFINER, SDXL_SIZE_EMBED
 from models.unet import UNetConfig, UNetModel
+from models.tiny_text import TINY_CLIP_G, TINY_CLIP_L, random_clip_g_state_dict, random_clip_l_state_dict
 from models.vae import AutoencoderKL, VAEConfig
 
 TINY_VAE = VAEConfig(base_channels=32, channel_mult=(1, 1, 2, 2), num_res_blocks=1)  # keeps the 8x factor
-CLIP_VOCAB = 49408  # the real CLIP BPE vocabulary, so the real tokenizer's ids are valid
-CLIP_POSITIONS = 77
 
 
-@dataclass(frozen=True)
-class TinyClipConfig:
-    """Shape of a tiny CLIP text transformer (CLIP-L layout or open_clip CLIP-G layout)."""
+def tiny_clip_l(width: int = TINY_CLIP_L.width) -> CLIPTextConfig:
+    """The tiny CLIP-L at another width (a multiple of 16: heads are read back from the width)."""
+    return replace(TINY_CLIP_L, width=width, heads=heads_for_width(width), intermediate=2 * width)
 
-    width: int = 32
-    layers: int = 2
-    heads: int = 2
-    vocab_size: int = CLIP_VOCAB
-    max_positions: int = CLIP_POSITIONS
-    # open_clip only; must equal width because diffusers' converter splits q/k/v by it (as bigG has)
-    projection_dim: int | None = None
+
+def tiny_clip_g(width: int = TINY_CLIP_G.width) -> CLIPTextConfig:
+    """The tiny CLIP-G at another width; projection_dim stays equal to the width (as bigG has;
+    diffusers' open_clip converter splits q/k/v by it)."""
+    return replace(TINY_CLIP_G, width=width, heads=heads_for_width(width), intermediate=2 * width,
+                   projection_dim=width)
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class TinyCheckpointSpec:
     family: str
     unet: UNetConfig
     vae: VAEConfig = TINY_VAE
-    clip_l: TinyClipConfig | None = None
-    clip_g: TinyClipConfig | None = None
+    clip_l: CLIPTextConfig | None = None
+    clip_g: CLIPTextConfig | None = None
     prediction: str = "eps"  # "eps" | "v" | "v_ztsnr" | "edm" | "v_edm": which marker keys to add
 
 
@@ -62,7 +61,7 @@ def tiny_unet_config(model_channels: int = 32, channel_mult: tuple[int, ...] = (
 
 def tiny_sd15_spec(model_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
                    depth_per_level: tuple[int, ...] = (1, 1), middle_depth: int = 1,
-                   clip: TinyClipConfig = TinyClipConfig(), vae: VAEConfig = TINY_VAE,
+                   clip: CLIPTextConfig = TINY_CLIP_L, vae: VAEConfig = TINY_VAE,
                    in_channels: int = 4, prediction: str = "eps") -> TinyCheckpointSpec:
     unet = tiny_unet_config(model_channels, channel_mult, num_res_blocks, depth_per_level, middle_depth,
                             context_dim=clip.width, in_channels=in_channels)
@@ -71,8 +70,7 @@ def tiny_sd15_spec(model_channels: int = 32, channel_mult: tuple[int, ...] = (1,
 
 def tiny_sdxl_spec(model_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
                    depth_per_level: tuple[int, ...] = (0, 2), middle_depth: int = 2,
-                   clip_l: TinyClipConfig = TinyClipConfig(width=32),
-                   clip_g: TinyClipConfig = TinyClipConfig(width=64, heads=2, projection_dim=64),
+                   clip_l: CLIPTextConfig = TINY_CLIP_L, clip_g: CLIPTextConfig = TINY_CLIP_G,
                    vae: VAEConfig = TINY_VAE, in_channels: int = 4, prediction: str = "eps") -> TinyCheckpointSpec:
     """SDXL base: context = CLIP-L + CLIP-G tokens; ADM = pooled CLIP-G + 6 size embeddings."""
     _check_clip_g(clip_g)
@@ -86,7 +84,7 @@ def tiny_sdxl_spec(model_channels: int = 32, channel_mult: tuple[int, ...] = (1,
 def tiny_sdxl_refiner_spec(model_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2, 2),
                            num_res_blocks: int = 1, depth_per_level: tuple[int, ...] = (0, 2, 0),
                            middle_depth: int = 2,
-                           clip_g: TinyClipConfig = TinyClipConfig(width=64, heads=2, projection_dim=64),
+                           clip_g: CLIPTextConfig = TINY_CLIP_G,
                            vae: VAEConfig = TINY_VAE, prediction: str = "eps") -> TinyCheckpointSpec:
     """SDXL refiner: context = CLIP-G tokens; ADM = pooled CLIP-G + 5 embeddings (size, crop, score)."""
     _check_clip_g(clip_g)
@@ -96,7 +94,7 @@ def tiny_sdxl_refiner_spec(model_channels: int = 32, channel_mult: tuple[int, ..
     return TinyCheckpointSpec(SDXL_REFINER, unet, vae, clip_g=clip_g, prediction=prediction)
 
 
-def _check_clip_g(clip_g: TinyClipConfig) -> None:
+def _check_clip_g(clip_g: CLIPTextConfig) -> None:
     if clip_g.projection_dim != clip_g.width:
         raise ValueError("tiny CLIP-G needs projection_dim == width (as bigG; diffusers' converter relies on it)")
 
@@ -108,12 +106,12 @@ def tiny_checkpoint_state_dict(spec: TinyCheckpointSpec, seed: int = 0) -> dict[
     state.update(_prefixed("model.diffusion_model.", _random_weights(_shapes_of(UNetModel, spec.unet), generator)))
     state.update(_prefixed("first_stage_model.", _random_weights(_shapes_of(AutoencoderKL, spec.vae), generator)))
     if spec.family == SD15:
-        state.update(_prefixed("cond_stage_model.transformer.", _clip_l_state_dict(spec.clip_l, generator)))
+        state.update(_prefixed("cond_stage_model.transformer.", random_clip_l_state_dict(spec.clip_l, generator)))
     elif spec.family == SDXL:
-        state.update(_prefixed("conditioner.embedders.0.transformer.", _clip_l_state_dict(spec.clip_l, generator)))
-        state.update(_prefixed("conditioner.embedders.1.model.", _clip_g_state_dict(spec.clip_g, generator)))
+        state.update(_prefixed("conditioner.embedders.0.transformer.", random_clip_l_state_dict(spec.clip_l, generator)))
+        state.update(_prefixed("conditioner.embedders.1.model.", random_clip_g_state_dict(spec.clip_g, generator)))
     else:
-        state.update(_prefixed("conditioner.embedders.0.model.", _clip_g_state_dict(spec.clip_g, generator)))
+        state.update(_prefixed("conditioner.embedders.0.model.", random_clip_g_state_dict(spec.clip_g, generator)))
     state.update(_prediction_marker_keys(spec.prediction, spec.unet.out_channels))
     return state
 
@@ -147,7 +145,8 @@ DEMO_LORA = "loras/tiny-sdxl-lora.safetensors"
 
 
 def write_demo_models(models_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """Write the offline demo models under `models_dir`; returns {relative name: path}."""
+    """Write the offline demo models under `models_dir`; returns {relative name: path}.
+    Their text encoders use the tiny BPE vocabulary of models.tiny_text.write_tiny_tokenizer."""
     models_dir = Path(models_dir)
     written = {name: writer(models_dir / name, seed=seed + index)
                for index, (name, writer) in enumerate(DEMO_CHECKPOINTS.items())}
@@ -189,53 +188,6 @@ def _random_weights(shapes: dict[str, torch.Size], generator: torch.Generator) -
             state[key] = 1.0 + 0.1 * noise
         else:
             state[key] = 0.05 * noise
-    return state
-
-
-def _clip_l_state_dict(cfg: TinyClipConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Hugging Face CLIPTextModel layout, `text_model.` prefix included."""
-    w, hidden = cfg.width, 4 * cfg.width
-    shapes = {
-        "text_model.embeddings.token_embedding.weight": (cfg.vocab_size, w),
-        "text_model.embeddings.position_embedding.weight": (cfg.max_positions, w),
-        "text_model.final_layer_norm.weight": (w,),
-        "text_model.final_layer_norm.bias": (w,),
-    }
-    for i in range(cfg.layers):
-        layer = f"text_model.encoder.layers.{i}."
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{layer}self_attn.{proj}.weight"] = (w, w)
-            shapes[f"{layer}self_attn.{proj}.bias"] = (w,)
-        for norm in ("layer_norm1", "layer_norm2"):
-            shapes[f"{layer}{norm}.weight"] = (w,)
-            shapes[f"{layer}{norm}.bias"] = (w,)
-        shapes.update({f"{layer}mlp.fc1.weight": (hidden, w), f"{layer}mlp.fc1.bias": (hidden,),
-                       f"{layer}mlp.fc2.weight": (w, hidden), f"{layer}mlp.fc2.bias": (w,)})
-    return _random_weights({k: torch.Size(v) for k, v in shapes.items()}, generator)
-
-
-def _clip_g_state_dict(cfg: TinyClipConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """open_clip layout (`token_embedding.weight`, `transformer.resblocks.N.attn.in_proj_weight`...)."""
-    w, hidden = cfg.width, 4 * cfg.width
-    shapes = {
-        "token_embedding.weight": (cfg.vocab_size, w),
-        "positional_embedding": (cfg.max_positions, w),
-        "ln_final.weight": (w,),
-        "ln_final.bias": (w,),
-        "text_projection": (w, cfg.projection_dim or w),
-    }
-    for i in range(cfg.layers):
-        block = f"transformer.resblocks.{i}."
-        shapes.update({
-            f"{block}ln_1.weight": (w,), f"{block}ln_1.bias": (w,),
-            f"{block}attn.in_proj_weight": (3 * w, w), f"{block}attn.in_proj_bias": (3 * w,),
-            f"{block}attn.out_proj.weight": (w, w), f"{block}attn.out_proj.bias": (w,),
-            f"{block}ln_2.weight": (w,), f"{block}ln_2.bias": (w,),
-            f"{block}mlp.c_fc.weight": (hidden, w), f"{block}mlp.c_fc.bias": (hidden,),
-            f"{block}mlp.c_proj.weight": (w, hidden), f"{block}mlp.c_proj.bias": (w,),
-        })
-    state = _random_weights({k: torch.Size(v) for k, v in shapes.items()}, generator)
-    state["logit_scale"] = torch.tensor(math.log(1 / 0.07))
     return state
 
 

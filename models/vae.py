@@ -201,7 +201,7 @@ class AutoencoderKL(nn.Module):
                tiled: bool = False, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
         """Latents of images in [-1, 1]: the posterior mean, or a sample when a generator is given."""
         if tiled:
-            moments = _tiled(self.encode_moments, images, tile_size, overlap, self.config.downscale, upscale=False)
+            moments = tiled_apply(self.encode_moments, images, tile_size, overlap, self.config.downscale, upscale=False)
         else:
             moments = self.encode_moments(images)
         mean, logvar = moments.chunk(2, dim=1)
@@ -215,7 +215,7 @@ class AutoencoderKL(nn.Module):
                overlap: int = 16) -> torch.Tensor:
         """Images in about [-1, 1] (not clamped) from raw latents. Tile sizes are in latent pixels."""
         if tiled:
-            return _tiled(self._decode, latents, tile_size, overlap, self.config.downscale, upscale=True)
+            return tiled_apply(self._decode, latents, tile_size, overlap, self.config.downscale, upscale=True)
         return self._decode(latents)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -242,7 +242,7 @@ def _ramp(length: int, fade_start: int, fade_end: int) -> torch.Tensor:
     return weight
 
 
-def _tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
+def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
            factor: int, upscale: bool) -> torch.Tensor:
     """Run `fn` on overlapping tiles and blend them with linear feathering.
 
