@@ -64,6 +64,8 @@ def sample_tcd(model, x, sigmas, *, model_sampling, extra_args=None, callback=No
     Needs the (distilled) model sampling for timesteps and the 1000-entry alphas_cumprod.
     Fooocus uses eta (its "gamma") = 0.3.
     """
+    if getattr(model_sampling, "alphas_cumprod", None) is None:
+        raise ValueError("tcd needs a discrete (alphas_cumprod) model sampling, not a continuous EDM one")
     sig = sigma_list(sigmas)
     timesteps = model_sampling.timestep(torch.tensor(sig)).cpu()
     s_steps = torch.floor((1 - eta) * timesteps).long()
