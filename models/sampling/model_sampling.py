@@ -64,6 +64,14 @@ class ModelSampling:
         self.log_sigmas = self.sigmas.log()
         self.prediction = prediction
         self.sigma_data = float(sigma_data)
+        self._log_sigmas_by_device = {}
+
+    def log_sigmas_on(self, device) -> torch.Tensor:
+        """The log-sigma table on `device`, copied once per device (not once per model call)."""
+        device = torch.device(device)
+        if device not in self._log_sigmas_by_device:
+            self._log_sigmas_by_device[device] = self.log_sigmas.to(device)
+        return self._log_sigmas_by_device[device]
 
     @property
     def sigma_min(self) -> float:
@@ -161,12 +169,12 @@ class DiscreteModelSampling(ModelSampling):
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma)
-        index = _nearest_index(self.log_sigmas.to(sigma.device), sigma)
+        index = _nearest_index(self.log_sigmas_on(sigma.device), sigma)
         return index.float()
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         timestep = torch.as_tensor(timestep)
-        return _interpolate_log_sigma(self.log_sigmas.to(timestep.device), timestep)
+        return _interpolate_log_sigma(self.log_sigmas_on(timestep.device), timestep)
 
 
 class DistilledModelSampling(DiscreteModelSampling):
@@ -186,13 +194,13 @@ class DistilledModelSampling(DiscreteModelSampling):
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma)
-        index = _nearest_index(self.log_sigmas.to(sigma.device), sigma)
+        index = _nearest_index(self.log_sigmas_on(sigma.device), sigma)
         return (index * self.skip_steps + (self.skip_steps - 1)).float()
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         timestep = torch.as_tensor(timestep)
         index = (timestep.float() - (self.skip_steps - 1)) / self.skip_steps
-        return _interpolate_log_sigma(self.log_sigmas.to(timestep.device), index)
+        return _interpolate_log_sigma(self.log_sigmas_on(timestep.device), index)
 
     def calculate_denoised(self, sigma, model_output, x):
         if self.prediction != "lcm":
