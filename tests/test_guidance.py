@@ -3,7 +3,6 @@ against direct hand computations of the spec's formulas (fooocus_pipeline.md §3
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from models.sampling import samplers
