@@ -153,10 +153,13 @@ class _Run:
                 continue
             kwargs = dict(self._node_constants(node_id))
             kwargs.update((name, None) for name in self.links[node_id])
+            token = node_context.activate(self._context(node_id))
             try:
                 fingerprints[node_id] = schema.node_class.IS_CHANGED(**kwargs)
             except Exception:  # a failing fingerprint means "always run", as ComfyUI does
                 fingerprints[node_id] = math.nan
+            finally:
+                node_context.deactivate(token)
         return fingerprints
 
     # ---- the run ------------------------------------------------------------------------------
@@ -320,9 +323,7 @@ class _Run:
             return []
         self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
         instance = self._instance(node_id, schema)
-        context = NodeContext(self.prompt_id, node_id, schema.name, self.x.services, self.sink, self.interrupt,
-                              self.log, self.extra_data)
-        token = node_context.activate(context)
+        token = node_context.activate(self._context(node_id))
         try:
             if schema.has_lazy_check and unevaluated:
                 wanted = self._call_lists(instance.check_lazy_status, inputs, schema.input_is_list)
@@ -346,6 +347,10 @@ class _Run:
             self.emit("executed", {"node": node_id, "display_node": node_id, "output": output.ui,
                                    "prompt_id": self.prompt_id})
         return []
+
+    def _context(self, node_id: str) -> NodeContext:
+        return NodeContext(self.prompt_id, node_id, self.schemas[node_id].name, self.x.services, self.sink,
+                           self.interrupt, self.log, self.extra_data)
 
     def _store(self, node_id: str, output: CachedOutput, cache: bool) -> None:
         self.results[node_id] = output

@@ -13,7 +13,7 @@ def builtin_packs():
     return packs
 
 
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latents", "nodes.images", "nodes.sampling")
 
 
 def register_builtin_nodes(registry) -> None:

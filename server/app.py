@@ -34,7 +34,7 @@ class App:
         self.folders = ModelFolders(config.models_dir)
         for directory in (config.output_dir, config.input_dir, config.temp_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
-        self.registry = NodeRegistry(resolve_folder=self.folders.list)
+        self.registry = NodeRegistry(resolve_folder=self._folder_choices)
         register_nodes(self.registry)
         if config.custom_nodes_dir is not None:
             self.registry.load_custom_nodes(config.custom_nodes_dir)
@@ -48,6 +48,16 @@ class App:
         free_models = (lambda: model_manager.free_all()) if model_manager is not None else None
         self.worker = Worker(self.queue, self.executor, self.hub, self.interrupt, free_models)
         self.extensions: list = []  # route packs (the Fooocus API) added by the caller
+
+    def _folder_choices(self, folder: str) -> list[str]:
+        """COMBO choices backed by a folder: a model folder, or `__input__` (uploaded images)."""
+        if folder == "__input__":
+            base = Path(self.config.input_dir)
+            if not base.is_dir():
+                return []
+            return sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
+                          if p.is_file() and not p.name.startswith("."))
+        return self.folders.list(folder)
 
     # --- facts for routes ---------------------------------------------------------------------
     def status_payload(self) -> dict:

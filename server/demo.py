@@ -24,9 +24,23 @@ BANNER = """
 
 
 def write_demo_models(directory: Path) -> None:
-    from models.tiny import write_demo_models as write
+    """Tiny checkpoints, LoRA, CLIP tokenizer and prompt-expansion model under `directory`."""
+    from models.tiny import write_demo_models as write_models
+    from models.tiny_text import write_tiny_tokenizer
+    from nodes.loaders import TINY_TOKENIZER_DIR
 
-    write(Path(directory))
+    directory = Path(directory)
+    write_models(directory)
+    write_tiny_tokenizer(directory / TINY_TOKENIZER_DIR)
+    try:
+        from nodes.fooocus.expansion import EXPANSION_FOLDER, write_tiny_expansion_model
+    except ImportError:  # the expansion needs transformers; without it the job says so and goes on
+        return
+    write_tiny_expansion_model(directory / EXPANSION_FOLDER, words=DEMO_EXPANSION_WORDS)
+
+
+DEMO_EXPANSION_WORDS = ("detailed", "sharp", "focus", "cinematic", "light", "beautiful", "intricate", "elegant",
+                        "highly", "vivid", "color", "dramatic", "atmosphere", "epic", "fine", "art")
 
 
 def ensure_models_or_demo(config: AppConfig) -> None:

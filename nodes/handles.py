@@ -1,0 +1,62 @@
+"""What flows on the MODEL, CLIP and VAE sockets: immutable handles around loaded networks.
+
+Nodes never mutate a handle they receive; they return a changed copy (`with_changes`), so
+cached outputs upstream stay valid. The networks themselves are shared between copies; weight
+patches (LoRA) are recorded here and applied by the sampler/encoder just before use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from models.detection import CheckpointInfo
+from models.sampling.model_sampling import ContinuousEDMModelSampling, DiscreteModelSampling, ModelSampling
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """MODEL: a diffusion UNet, what it is, and the patches to apply when it runs."""
+
+    unet: Any  # models.unet.UNetModel
+    info: CheckpointInfo
+    name: str
+    loras: tuple = ()  # ((lora file path, strength), ...)
+    output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
+
+    def with_changes(self, **changes) -> "ModelHandle":
+        return replace(self, **changes)
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    def model_sampling(self) -> ModelSampling:
+        """The sigma schedule and output parameterisation the checkpoint was trained with."""
+        info = self.info
+        if info.prediction == "edm":  # Playground 2.5
+            return ContinuousEDMModelSampling(info.sigma_min or 0.002, info.sigma_max or 80.0, 0.5, "edm")
+        if info.prediction == "v_edm":  # CosXL-style v-prediction EDM
+            return ContinuousEDMModelSampling(info.sigma_min or 0.002, info.sigma_max or 120.0, 1.0, "v")
+        return DiscreteModelSampling(info.prediction)  # "eps" or "v" (zero-terminal-SNR not rescaled yet)
+
+
+@dataclass(frozen=True)
+class ClipHandle:
+    """CLIP: a prompt encoder (SD1.5, SDXL or refiner), the layer to read, and its LoRA patches."""
+
+    encoder: Any  # models.text_encoders.SD15TextEncoder | SDXLTextEncoder | SDXLRefinerTextEncoder
+    family: str
+    name: str
+    clip_skip: int | None = None  # ComfyUI CLIPSetLastLayer value (-1 last); None = model default
+    loras: tuple = ()
+
+    def with_changes(self, **changes) -> "ClipHandle":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class VaeHandle:
+    """VAE: the autoencoder. LATENT values hold its raw latents; the MODEL scales them (as ComfyUI)."""
+
+    vae: Any  # models.vae.AutoencoderKL
+    name: str

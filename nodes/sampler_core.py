@@ -1,0 +1,158 @@
+"""One sampling run over a MODEL handle: conditioning -> denoiser -> sampler -> latent.
+
+Shared by KSampler, KSamplerAdvanced and the Fooocus sampler. The maths lives in
+models/sampling; this file only wires handles, devices, progress and previews to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from models.conditioning import sdxl_adm, sdxl_refiner_adm
+from models.sampling.adm import fooocus_adm_y, select_adm
+from models.sampling.guidance import CFGDenoiser, standard_cfg
+from models.sampling.model_sampling import make_denoiser, model_sampling_for_scheduler
+from models.sampling.noise import prepare_noise
+from models.sampling.registry import get_sampler, make_sigmas
+
+from .handles import ModelHandle
+from .lora_runtime import model_patched
+from .previews import latent_preview
+from .runtime import on_device
+
+
+def latent_to_model(model: ModelHandle, samples: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents -> the UNet's latent space (scale, and per-channel statistics for EDM files)."""
+    info = model.info
+    if info.latents_mean is not None and info.latents_std is not None:
+        mean = torch.tensor(info.latents_mean).view(1, -1, 1, 1)
+        std = torch.tensor(info.latents_std).view(1, -1, 1, 1)
+        return (samples - mean) * info.latent_scale_factor / std
+    return samples * info.latent_scale_factor
+
+
+def latent_from_model(model: ModelHandle, latents: torch.Tensor) -> torch.Tensor:
+    info = model.info
+    if info.latents_mean is not None and info.latents_std is not None:
+        mean = torch.tensor(info.latents_mean).view(1, -1, 1, 1)
+        std = torch.tensor(info.latents_std).view(1, -1, 1, 1)
+        return latents * std / info.latent_scale_factor + mean
+    return latents / info.latent_scale_factor
+
+
+def conditioning_kwargs(model: ModelHandle, conditioning, width: int, height: int,
+                        adm_scaler: float | None = None, aesthetic_score: float = 6.0) -> dict:
+    """The UNet's keyword inputs for one CONDITIONING: `context` tokens and, for SDXL, `y`."""
+    if not conditioning:
+        raise ValueError("empty conditioning")
+    tokens, extras = conditioning[0][0], conditioning[0][1]
+    kwargs = {"context": tokens}
+    pooled = extras.get("pooled_output")
+    if model.family == "sdxl":
+        if pooled is None:
+            raise ValueError("SDXL needs pooled text output: encode the prompt with this model's CLIP")
+        if adm_scaler is not None:
+            kwargs["y"] = fooocus_adm_y(pooled, width, height, adm_scaler)
+        else:
+            kwargs["y"] = sdxl_adm(pooled, height=extras.get("height", height), width=extras.get("width", width),
+                                   crop_h=extras.get("crop_h", 0), crop_w=extras.get("crop_w", 0),
+                                   target_height=extras.get("target_height", height),
+                                   target_width=extras.get("target_width", width))
+    elif model.family == "sdxl_refiner":
+        if pooled is None:
+            raise ValueError("the SDXL refiner needs pooled text output from its own CLIP")
+        kwargs["y"] = sdxl_refiner_adm(pooled, extras.get("height", height), extras.get("width", width),
+                                       extras.get("aesthetic_score", aesthetic_score))
+    return kwargs
+
+
+@dataclass
+class Guidance:
+    """How positive and negative predictions combine (standard CFG, or Fooocus's)."""
+
+    cfg: float
+    combine: Callable = standard_cfg
+    adm_scalers: tuple[float, float, float] | None = None  # (positive, negative, end): Fooocus ADM
+
+
+def build_denoiser(model: ModelHandle, unet, positive, negative, guidance: Guidance, width: int, height: int,
+                   model_sampling, device, dtype):
+    """A CFG denoiser over `unet` (already on device) for one model and its conditioning."""
+    adm = guidance.adm_scalers
+    adm_end = adm[2] if adm is not None and model.family == "sdxl" else None
+    options = {"output_block_patch": list(model.output_block_patches)}
+
+    def unet_apply(x_in, timesteps, context, y=None):
+        if y is not None and adm_end is not None:
+            y = select_adm(y, timesteps, adm_end)
+        return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
+                    y=None if y is None else y.to(device, dtype), transformer_options=options)
+
+    pos = conditioning_kwargs(model, positive, width, height, adm[0] if adm_end is not None else None, 6.0)
+    neg = conditioning_kwargs(model, negative, width, height, adm[1] if adm_end is not None else None, 2.5) \
+        if negative is not None else None
+    pos = {k: v.to(device) for k, v in pos.items()}
+    neg = {k: v.to(device) for k, v in neg.items()} if neg is not None else None
+    return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)
+
+
+def schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, sampler_name: str):
+    """(model sampling used by the sampler, sigmas) for this model and scheduler."""
+    base = model.model_sampling()
+    sampling = model_sampling_for_scheduler(scheduler, base)
+    sigmas = make_sigmas(sampling, scheduler, steps, denoise, sampler_name=sampler_name,
+                         model_type="SD1" if model.family == "sd15" else "SDXL")
+    return sampling, sigmas
+
+
+def initial_noise(latent: dict, seed: int) -> torch.Tensor:
+    samples = latent["samples"]
+    return prepare_noise(samples.shape, seed, latent.get("batch_index"))
+
+
+def sample(model: ModelHandle, positive, negative, latent: dict, *, seed: int, steps: int, guidance: Guidance,
+           sampler_name: str, scheduler: str, denoise: float = 1.0, add_noise: bool = True, start_step: int = 0,
+           last_step: int | None = None, force_full_denoise: bool = True, progress=None,
+           previews: bool = True) -> dict:
+    """ComfyUI's KSampler(Advanced) semantics; returns a new LATENT dict."""
+    sampler = get_sampler(sampler_name)
+    sampling, sigmas = schedule(model, scheduler, steps, denoise, sampler_name)
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0.0
+    if start_step:
+        if start_step >= len(sigmas) - 1:
+            return dict(latent)
+        sigmas = sigmas[start_step:]
+    samples = latent["samples"]
+    height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
+    noise = initial_noise(latent, seed) if add_noise else torch.zeros_like(samples)
+    with model_patched(model) as unet, on_device(unet) as (device, dtype), torch.inference_mode():
+        unet.to(device, dtype)
+        denoiser = build_denoiser(model, unet, positive, negative, guidance, width, height, sampling, device, dtype)
+        x = sampling.noise_scaling(sigmas[0], noise.to(device), latent_to_model(model, samples).to(device),
+                                   max_denoise=sampling.is_max_denoise(sigmas))
+        total = len(sigmas) - 1
+        callback = step_callback(model, progress, total, previews)
+        result = sampler.sample(denoiser, x, sigmas.to(device), seed=seed, model_sampling=sampling,
+                                callback=callback)
+        result = sampling.inverse_noise_scaling(sigmas[-1], result)
+    out = dict(latent)
+    out["samples"] = latent_from_model(model, result.float().cpu())
+    return out
+
+
+def step_callback(model: ModelHandle, progress, total: int, previews: bool, offset: int = 0, overall: int | None = None):
+    """Per-step progress (with a cheap preview image); an interrupt raises from inside it."""
+    if progress is None:
+        return None
+    overall = overall or total
+
+    def callback(info: dict) -> None:
+        preview = latent_preview(model.family, info["denoised"]) if previews else None
+        progress(offset + info["i"] + 1, overall, preview)
+
+    return callback
