@@ -116,10 +116,12 @@ def tiny_checkpoint_state_dict(spec: TinyCheckpointSpec, seed: int = 0) -> dict[
     return state
 
 
-def write_tiny_checkpoint(path: str | os.PathLike, spec: TinyCheckpointSpec, seed: int = 0) -> Path:
+def write_tiny_checkpoint(path: str | os.PathLike, spec: TinyCheckpointSpec, seed: int = 0,
+                          dtype: torch.dtype = torch.float32) -> Path:
+    """Write the checkpoint; `dtype` float16 halves full-size benchmark files, as real ones are."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.contiguous() for key, value in tiny_checkpoint_state_dict(spec, seed).items()}
+    state = {key: value.to(dtype).contiguous() for key, value in tiny_checkpoint_state_dict(spec, seed).items()}
     save_file(state, str(path), metadata={"format": "pt", "tiny_family": spec.family})
     return path
 

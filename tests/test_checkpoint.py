@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from models.checkpoint import CheckpointError, read_state_dict, split_checkpoint
-from models.detection import detect_checkpoint
+from models.detection import detect_checkpoint, detect_unet_config
 from models.loading import load_checkpoint
+from models.unet import UNetConfig, UNetModel
 from models.tiny import (
     tiny_checkpoint_state_dict,
     tiny_sd15_spec,
@@ -198,3 +199,16 @@ def test_demo_models_are_written_and_detected(tmp_path):
                             "checkpoints/tiny-sdxl-refiner.safetensors"}
     families = [load_checkpoint(written[name]).info.family for name in sorted(written) if name.startswith("checkpoints/")]
     assert families == ["sd15", "sdxl_refiner", "sdxl"]
+
+
+@pytest.mark.parametrize("family,config", [("sd15", UNetConfig.sd15()), ("sdxl", UNetConfig.sdxl()),
+                                           ("sdxl_refiner", UNetConfig.sdxl_refiner()),
+                                           ("sdxl", UNetConfig.sdxl(in_channels=9))])
+def test_full_size_configs_are_detected_back(family, config):
+    # Meta tensors: real SD1.5 / SDXL / refiner key names and shapes at no memory cost.
+    with torch.device("meta"):
+        state = UNetModel(config).state_dict()
+    if config.in_channels == 4:  # published parameter counts of the three UNets
+        expected = {"sd15": 859_520_964, "sdxl": 2_567_463_684, "sdxl_refiner": 2_259_526_660}[family]
+        assert sum(t.numel() for t in state.values()) == expected
+    assert detect_unet_config(state, "real.safetensors") == (family, config)
