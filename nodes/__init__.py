@@ -13,7 +13,8 @@ def builtin_packs():
     return packs
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latents", "nodes.images", "nodes.sampling")
+BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latents", "nodes.images", "nodes.sampling",
+                                     "nodes.fooocus.nodes")
 
 
 def register_builtin_nodes(registry) -> None:

@@ -86,7 +86,7 @@ def build_denoiser(model: ModelHandle, unet, positive, negative, guidance: Guida
 
     def unet_apply(x_in, timesteps, context, y=None):
         if y is not None and adm_end is not None:
-            y = select_adm(y, timesteps, adm_end)
+            y = select_adm(y, timesteps, adm_end, model.info.unet.adm_in_channels)
         return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
                     y=None if y is None else y.to(device, dtype), transformer_options=options)
 

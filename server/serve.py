@@ -13,8 +13,12 @@ log = logging.getLogger(__name__)
 
 
 def build_app(config: AppConfig) -> App:
+    from .fooocus.setup import attach_fooocus_api
+
     ensure_models_or_demo(config)
-    return App(config, model_manager=make_model_manager(config))
+    app = App(config, model_manager=make_model_manager(config))
+    attach_fooocus_api(app)
+    return app
 
 
 def make_model_manager(config: AppConfig):

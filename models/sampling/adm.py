@@ -58,13 +58,14 @@ def emphasized_adm_active(progress: float, adm_scaler_end: float) -> bool:
     return 999.0 * (1.0 - float(progress)) > 999.0 * (1.0 - float(adm_scaler_end))
 
 
-def select_adm(y: torch.Tensor, timesteps: torch.Tensor, adm_scaler_end: float) -> torch.Tensor:
-    """Per-sample choice of the half of a 5632-wide y for the UNet's 2816 ADM input; other y
-    widths pass through unchanged."""
-    if y.ndim != 2 or y.shape[1] != 2 * SDXL_ADM_WIDTH:
+def select_adm(y: torch.Tensor, timesteps: torch.Tensor, adm_scaler_end: float,
+               adm_width: int = SDXL_ADM_WIDTH) -> torch.Tensor:
+    """Per-sample choice of the half of a 2*adm_width y (5632 for SDXL) for the UNet's ADM input
+    (adm_width wide: 2816 for SDXL, less for narrower test models); other widths pass through."""
+    if y.ndim != 2 or y.shape[1] != 2 * adm_width:
         return y
     mask = (timesteps.to(y.device) > 999.0 * (1.0 - float(adm_scaler_end))).to(y.dtype)[:, None]
-    return y[:, :SDXL_ADM_WIDTH] * mask + y[:, SDXL_ADM_WIDTH:] * (1.0 - mask)
+    return y[:, :adm_width] * mask + y[:, adm_width:] * (1.0 - mask)
 
 
 def refiner_adm_y(pooled: torch.Tensor, width: int, height: int, aesthetic_score: float) -> torch.Tensor:

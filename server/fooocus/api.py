@@ -10,6 +10,8 @@ from aiohttp import web
 from server.jobs import JobStore, WebhookSender
 
 from .jobs import FooocusJobs, Planner
+from .metadata import EmbeddedMetadata, GenerationRecord, LoraRecord
+from .requests import MetaScheme
 from .outputs import OutputStore
 from .routes import FooocusRoutes
 from .validation import Vocabulary
@@ -17,10 +19,31 @@ from .validation import Vocabulary
 log = logging.getLogger(__name__)
 
 
+class FooocusImageWriter:
+    """What the FooocusSaveImage node calls (through the node services) to write a job's image."""
+
+    def __init__(self, outputs: OutputStore) -> None:
+        self.outputs = outputs
+
+    def save(self, image, *, job_id: str, index: int, extension: str, save_name: str, scheme: str,
+             metadata: dict) -> dict:
+        embedded = None
+        if scheme != "none" and metadata:
+            record = GenerationRecord(**{**metadata, "adm_guidance": tuple(metadata.get("adm_guidance", (1.5, 0.8, 0.3))),
+                                         "freeu": tuple(metadata["freeu"]) if metadata.get("freeu") else None,
+                                         "loras": tuple(LoraRecord(name, weight) for name, weight in metadata.get("loras", []))})
+            embedded = EmbeddedMetadata.of(record, MetaScheme(scheme))
+        saved = self.outputs.save(image, job_id=job_id, index=index, extension=extension, save_name=save_name,
+                                  metadata=embedded)
+        day, name = saved.relative_path.split("/", 1)
+        return {"fooocus": {"url": saved.url, "path": str(saved.path)},
+                "image": {"filename": name, "subfolder": f"files/{day}", "type": "output"}}
+
+
 class FooocusAPI:
     def __init__(self, app, planner: Planner, *, vocabulary: Callable[[], Vocabulary],
                  style_names: Callable[[], list[str]], sampler_nodes: Callable[[str | None], bool] = lambda n: True,
-                 webhook_options: dict | None = None) -> None:
+                 webhook_options: dict | None = None, request_params=None) -> None:
         config = app.config
         self.app = app
         database = Path(config.database) if config.database else Path(config.output_dir) / "jobs.sqlite3"
@@ -35,7 +58,10 @@ class FooocusAPI:
         free = None
         if app.services.models is not None:
             free = lambda: app.worker.request_free(True, False)  # noqa: E731
-        self.routes = FooocusRoutes(self.jobs, self.outputs, vocabulary, self.list_models, style_names, free)
+        routes_options = {"request_params": request_params} if request_params is not None else {}
+        self.routes = FooocusRoutes(self.jobs, self.outputs, vocabulary, self.list_models, style_names, free,
+                                    **routes_options)
+        app.services.extras["fooocus_writer"] = FooocusImageWriter(self.outputs)
 
     def list_models(self) -> dict:
         folders = self.app.folders

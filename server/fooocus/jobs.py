@@ -136,8 +136,13 @@ class FooocusJobs:
         self._enqueue(record, plan)
         return record
 
+    @staticmethod
+    def _extra_data(record: JobRecord) -> dict:
+        return {"disable_preview": bool(record.params.get("advanced_params", {}).get("disable_preview"))}
+
     def _enqueue(self, record: JobRecord, plan: JobPlan) -> None:
-        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, {}, _JobObserver(self, record, plan))
+        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
+                         _JobObserver(self, record, plan))
         try:
             self.queue.put(item, limit=self.queue_size)
         except QueueFull:
@@ -160,7 +165,8 @@ class FooocusJobs:
             self._enqueue_unbounded(record, plan)
 
     def _enqueue_unbounded(self, record: JobRecord, plan: JobPlan) -> None:
-        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, {}, _JobObserver(self, record, plan))
+        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
+                         _JobObserver(self, record, plan))
         self.queue.put(item)
 
     # --- completion ---------------------------------------------------------------------------

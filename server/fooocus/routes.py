@@ -58,7 +58,10 @@ def wants_png(request: web.Request) -> bool:
 class FooocusRoutes:
     def __init__(self, jobs: FooocusJobs, outputs: OutputStore, vocabulary: Callable[[], Vocabulary],
                  list_models: Callable[[], dict], style_names: Callable[[], list[str]],
-                 free_models: Callable[[], None] | None = None) -> None:
+                 free_models: Callable[[], None] | None = None,
+                 request_params: Callable[[pydantic.BaseModel], dict] = lambda parsed: parsed.model_dump(mode="json"),
+                 ) -> None:
+        self.request_params = request_params
         self.jobs = jobs
         self.outputs = outputs
         self.vocabulary = vocabulary
@@ -96,7 +99,7 @@ class FooocusRoutes:
 
     async def generate(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel) -> web.StreamResponse:
         stream = wants_png(request) and not getattr(parsed, "async_process", False)
-        params = parsed.model_dump(mode="json")
+        params = self.request_params(parsed)
         if stream:
             params["image_number"] = 1
         try:

@@ -1,0 +1,185 @@
+"""From a validated Fooocus request to workflow runs: presets, performance modes, prompt tasks,
+model and LoRA resolution, then `workflows/text_to_image.json` filled once per image."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from graph import NodeRegistry, validate_prompt
+from nodes.fooocus.expansion import EXPANSION_FOLDER, missing_expansion_files
+from nodes.fooocus.performance import SamplingSettings, apply_performance, performance_mode, plan_steps
+from nodes.fooocus.presets import Preset
+from nodes.fooocus.prompt_processing import PromptRequest, build_tasks, resolve_seed
+from nodes.fooocus.styles import FOOOCUS_V2, StyleLibrary
+from nodes.fooocus.wildcards import WildcardLibrary
+from server.folders import ModelFolders
+from server.queue import RunSpec
+from workflows import Workflow
+
+from .jobs import JobPlan
+from .requests import CommonRequest
+
+NONE = "None"
+
+
+@dataclass
+class FooocusLibraries:
+    styles: StyleLibrary
+    wildcards: WildcardLibrary
+    preset: Preset
+
+
+class TextToImagePlanner:
+    def __init__(self, registry: NodeRegistry, folders: ModelFolders, libraries: FooocusLibraries) -> None:
+        self.registry = registry
+        self.folders = folders
+        self.libraries = libraries
+        self.workflow = Workflow.load("text_to_image")
+
+    # --- request -> stored parameters ---------------------------------------------------------
+    def request_params(self, parsed: BaseModel) -> dict:
+        """The request as stored on the job: fields the client left out take the preset's values."""
+        params = parsed.model_dump(mode="json")
+        preset, given = self.libraries.preset, parsed.model_fields_set
+        defaults = {"base_model_name": preset.base_model, "refiner_model_name": preset.refiner_model,
+                    "refiner_switch": preset.refiner_switch, "guidance_scale": preset.cfg_scale,
+                    "sharpness": preset.sharpness, "style_selections": list(preset.styles),
+                    "aspect_ratios_selection": preset.aspect_ratio, "performance_selection": preset.performance,
+                    "loras": [{"enabled": s.enabled, "model_name": s.name, "weight": s.weight} for s in preset.loras]}
+        for field, value in defaults.items():
+            if field not in given:
+                params[field] = value
+        advanced = getattr(parsed, "advanced_params", None)
+        advanced_given = advanced.model_fields_set if advanced is not None and "advanced_params" in given else set()
+        if "sampler_name" not in advanced_given:
+            params["advanced_params"]["sampler_name"] = preset.sampler
+        if "scheduler_name" not in advanced_given:
+            params["advanced_params"]["scheduler_name"] = preset.scheduler
+        return params
+
+    # --- stored parameters -> runs ------------------------------------------------------------
+    def __call__(self, job_type: str, params: dict, job_id: str) -> JobPlan:
+        request = CommonRequest.model_validate(params)
+        advanced = request.advanced_params
+        warnings: list[str] = []
+        checkpoints = self.folders.list("checkpoints")
+        lora_files = self.folders.list("loras")
+
+        base = self._base_model(request.base_model_name, checkpoints, warnings)
+        refiner = request.refiner_model_name
+        if refiner in ("", NONE) or refiner == base:
+            refiner = None
+        elif refiner not in checkpoints:
+            warnings.append(f"refiner {refiner} not found; running without a refiner")
+            refiner = None
+
+        settings = apply_performance(SamplingSettings(
+            performance=request.performance_selection.value, sampler=advanced.sampler_name,
+            scheduler=advanced.scheduler_name, cfg_scale=request.guidance_scale, sharpness=request.sharpness,
+            adaptive_cfg=advanced.adaptive_cfg, adm_scaler_positive=advanced.adm_scaler_positive,
+            adm_scaler_negative=advanced.adm_scaler_negative, adm_scaler_end=advanced.adm_scaler_end,
+            refiner_model=refiner or NONE, refiner_switch=request.refiner_switch))
+        refiner = None if settings.refiner_model == NONE else settings.refiner_model
+        steps = plan_steps(performance_mode(settings.performance), refiner_switch=settings.refiner_switch,
+                           overwrite_step=advanced.overwrite_step, overwrite_switch=advanced.overwrite_switch)
+
+        user_loras = []
+        for name, weight in request.active_loras():
+            if name in lora_files:
+                user_loras.append((name, weight))
+            else:
+                warnings.append(f"LoRA {name} not found; skipped")
+        performance_lora = settings.performance_lora
+        if performance_lora is not None and performance_lora[0] not in lora_files:
+            warnings.append(f"{settings.performance} needs {performance_lora[0]} in loras/; running without it")
+            performance_lora = None
+
+        tasks = build_tasks(
+            PromptRequest(request.prompt, request.negative_prompt, tuple(request.style_selections), tuple(user_loras),
+                          request.read_wildcards_in_order, advanced.disable_seed_increment),
+            request.image_number, resolve_seed(request.image_seed), styles=self.libraries.styles,
+            wildcards=self.libraries.wildcards, lora_filenames=lora_files, performance_lora=performance_lora)
+
+        expansion_ok = not missing_expansion_files(Path(self.folders.root) / EXPANSION_FOLDER)
+        if any(task.use_expansion for task in tasks) and not expansion_ok:
+            warnings.append("Fooocus V2 expansion model missing; prompts are not expanded")
+
+        width, height = request.size
+        if advanced.overwrite_width > 0:
+            width = advanced.overwrite_width
+        if advanced.overwrite_height > 0:
+            height = advanced.overwrite_height
+        use_refiner = refiner is not None and steps.switch < steps.steps
+        runs = []
+        for task in tasks:
+            expand = task.use_expansion and expansion_ok
+            metadata = self._metadata(request, task, settings, steps.steps, width, height, base, refiner, expand)
+            values = {
+                "base_model": base, "loras": json.dumps([list(lora) for lora in task.loras]),
+                "expansion_prompt": task.prompt, "seed": task.seed,
+                "positive_texts": json.dumps(list(task.positive)), "positive_pool_count": task.positive_pool_count,
+                "negative_texts": json.dumps(list(task.negative)), "clip_skip": advanced.clip_skip,
+                "width": width, "height": height, "steps": steps.steps, "cfg": settings.cfg_scale,
+                "sampler_name": settings.sampler, "scheduler": settings.scheduler, "sharpness": settings.sharpness,
+                "adaptive_cfg": settings.adaptive_cfg, "adm_scaler_positive": settings.adm_scaler_positive,
+                "adm_scaler_negative": settings.adm_scaler_negative, "adm_scaler_end": settings.adm_scaler_end,
+                "freeu": advanced.freeu_enabled, "freeu_b1": advanced.freeu_b1, "freeu_b2": advanced.freeu_b2,
+                "freeu_s1": advanced.freeu_s1, "freeu_s2": advanced.freeu_s2,
+                "refiner_switch_step": steps.switch if use_refiner else 10000,
+                "refiner_swap_method": advanced.refiner_swap_method.value,
+                "job_id": job_id, "image_index": task.index, "save_extension": request.save_extension.value,
+                "save_name": request.save_name,
+                "meta_scheme": request.meta_scheme.value if request.save_meta else "none",
+                "metadata": json.dumps(metadata),
+            }
+            if use_refiner:
+                values["refiner_model"] = refiner
+            prompt = self.workflow.fill(values, {"refiner": use_refiner, "expansion": expand})
+            result = validate_prompt(prompt, self.registry)
+            if not result.ok:
+                raise ValueError(_validation_message(result))
+            runs.append(RunSpec(prompt, result.outputs, result.constants, result.links))
+        return JobPlan(runs, [task.seed for task in tasks], steps.steps, warnings)
+
+    def _base_model(self, requested: str, checkpoints: list[str], warnings: list[str]) -> str:
+        if requested in checkpoints:
+            return requested
+        for candidate in (self.libraries.preset.base_model, *self.libraries.preset.previous_base_models):
+            if candidate in checkpoints:
+                warnings.append(f"base model {requested} not found; using {candidate}")
+                return candidate
+        usable = [name for name in checkpoints if "refiner" not in name.lower()] or checkpoints
+        if not usable:
+            raise ValueError("base_model_name: no checkpoint in the models folder's checkpoints/; "
+                             "put an SDXL .safetensors file there")
+        warnings.append(f"base model {requested} not found; using {usable[0]}")
+        return usable[0]
+
+    @staticmethod
+    def _metadata(request: CommonRequest, task, settings, steps: int, width: int, height: int, base: str,
+                  refiner: str | None, expand: bool) -> dict:
+        return {
+            "prompt": task.log_positive_prompt, "negative_prompt": task.log_negative_prompt,
+            "styles": ([FOOOCUS_V2] if expand else []) + list(task.styles),
+            "performance": settings.performance, "steps": steps, "width": width, "height": height,
+            "guidance_scale": settings.cfg_scale, "sharpness": settings.sharpness,
+            "adm_guidance": [settings.adm_scaler_positive, settings.adm_scaler_negative, settings.adm_scaler_end],
+            "base_model": base, "sampler": settings.sampler, "scheduler": settings.scheduler, "seed": task.seed,
+            "refiner_model": refiner or NONE, "refiner_switch": settings.refiner_switch,
+            "refiner_swap_method": request.advanced_params.refiner_swap_method.value,
+            "adaptive_cfg": settings.adaptive_cfg, "clip_skip": request.advanced_params.clip_skip,
+            "freeu": ([request.advanced_params.freeu_b1, request.advanced_params.freeu_b2,
+                       request.advanced_params.freeu_s1, request.advanced_params.freeu_s2]
+                      if request.advanced_params.freeu_enabled else None),
+            "loras": [[name, weight] for name, weight in task.loras],
+            "full_prompt": list(task.positive), "full_negative_prompt": list(task.negative),
+        }
+
+
+def _validation_message(result) -> str:
+    messages = [f"node {node} ({entry['class_type']}): {error['message']}: {error['details']}"
+                for node, entry in result.node_errors.items() for error in entry["errors"]]
+    return "; ".join(messages) or (result.error or {}).get("message", "invalid workflow")
