@@ -17,7 +17,7 @@ from models.sampling.model_sampling import ContinuousEDMModelSampling, DiscreteM
 class ModelHandle:
     """MODEL: a diffusion UNet, what it is, and the patches to apply when it runs."""
 
-    unet: Any  # models.unet.UNetModel
+    network: Any  # the UNet under the model manager (models.manager.ModelHandle or runtime.Unmanaged)
     info: CheckpointInfo
     name: str
     loras: tuple = ()  # ((lora file path, strength), ...)
@@ -45,6 +45,7 @@ class ClipHandle:
     """CLIP: a prompt encoder (SD1.5, SDXL or refiner), the layer to read, and its LoRA patches."""
 
     encoder: Any  # models.text_encoders.SD15TextEncoder | SDXLTextEncoder | SDXLRefinerTextEncoder
+    networks: tuple  # its CLIP transformers under the model manager
     family: str
     name: str
     clip_skip: int | None = None  # ComfyUI CLIPSetLastLayer value (-1 last); None = model default
@@ -58,5 +59,5 @@ class ClipHandle:
 class VaeHandle:
     """VAE: the autoencoder. LATENT values hold its raw latents; the MODEL scales them (as ComfyUI)."""
 
-    vae: Any  # models.vae.AutoencoderKL
+    network: Any  # models.vae.AutoencoderKL under the model manager
     name: str

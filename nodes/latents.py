@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .runtime import on_device
+from .lora_runtime import running_vae
 
 LATENT_CHANNELS = 4
 MAX_RESOLUTION = 16384
@@ -25,18 +25,16 @@ def vae_to_images(decoded: torch.Tensor) -> torch.Tensor:
 
 def decode_latents(vae_handle, samples: torch.Tensor, tiled: bool = False, tile_size: int = 64,
                    overlap: int = 16) -> torch.Tensor:
-    vae = vae_handle.vae
-    with on_device(vae) as (device, dtype), torch.inference_mode():
-        decoded = vae.to(device, dtype).decode(samples.to(device, dtype), tiled=tiled, tile_size=tile_size,
+    with running_vae(vae_handle) as (vae, device, dtype), torch.inference_mode():
+        decoded = vae.decode(samples.to(device, dtype), tiled=tiled, tile_size=tile_size,
                                                 overlap=overlap)
     return vae_to_images(decoded)
 
 
 def encode_images(vae_handle, images: torch.Tensor, tiled: bool = False, tile_size: int = 512,
                   overlap: int = 64) -> torch.Tensor:
-    vae = vae_handle.vae
-    with on_device(vae) as (device, dtype), torch.inference_mode():
-        latents = vae.to(device, dtype).encode(images_to_vae(images).to(device, dtype), tiled=tiled,
+    with running_vae(vae_handle) as (vae, device, dtype), torch.inference_mode():
+        latents = vae.encode(images_to_vae(images).to(device, dtype), tiled=tiled,
                                                tile_size=tile_size, overlap=overlap)
     return latents.float().cpu()
 

@@ -8,7 +8,7 @@ from models.text_encoders import load_text_encoder
 from models.tokenizer import CLIPTokenizer, load_clip_tokenizer
 
 from .handles import ClipHandle, ModelHandle, VaeHandle
-from .runtime import services
+from .runtime import manage, services
 
 TINY_TOKENIZER_DIR = "text_encoders/tiny_clip_tokenizer"
 TOKENIZER_SEARCH = ("text_encoders/clip_tokenizer", "text_encoders", "clip")
@@ -46,15 +46,16 @@ class CheckpointLoaderSimple:
         folders = services().folders
         path = folders.path("checkpoints", ckpt_name)
         loaded = load_checkpoint(path)
-        model = ModelHandle(loaded.unet, loaded.info, ckpt_name)
+        model = ModelHandle(manage(loaded.unet, f"{ckpt_name} unet"), loaded.info, ckpt_name)
         clip = None
         if loaded.text_encoder_state:
             tokenizer = tokenizer_for(folders.root, _vocabulary_rows(loaded.text_encoder_state))
             encoder = load_text_encoder(loaded.text_encoder_state, tokenizer)
-            clip = ClipHandle(encoder, loaded.info.family, ckpt_name)
+            networks = tuple(manage(network, f"{ckpt_name} clip") for network in encoder.models)
+            clip = ClipHandle(encoder, networks, loaded.info.family, ckpt_name)
         vae = None
         if loaded.vae is not None:
-            vae = VaeHandle(loaded.vae, ckpt_name)
+            vae = VaeHandle(manage(loaded.vae, f"{ckpt_name} vae", keep_float32=True), ckpt_name)
         return (model, clip, vae)
 
 
@@ -68,7 +69,8 @@ class VAELoader:
         return {"required": {"vae_name": ("COMBO", {"folder": "vae"})}}
 
     def load_vae(self, vae_name):
-        return (VaeHandle(load_vae(services().folders.path("vae", vae_name)), vae_name),)
+        vae = load_vae(services().folders.path("vae", vae_name))
+        return (VaeHandle(manage(vae, vae_name, keep_float32=True), vae_name),)
 
 
 class CLIPSetLastLayer:

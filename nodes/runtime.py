@@ -1,4 +1,9 @@
-"""How nodes reach the App's services while they run: the model manager, folders, progress."""
+"""How nodes reach the App's services while they run: the model manager, folders, progress.
+
+Networks loaded by a node are registered with the App's model manager (`manage`), and used
+through `use(...)`, which puts them on the compute device for the duration of a block. Without a
+manager (engine tests) networks simply stay where they are, on the CPU in float32.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -13,23 +18,44 @@ def services():
     return graph_context.current().services
 
 
-def compute_placement() -> tuple[torch.device, torch.dtype]:
-    """The device and dtype networks run in for this App (CPU fp32 when no manager is set)."""
+class Unmanaged:
+    """A network outside any manager (no App manager was configured)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module) -> None:
+        self.module = module
+
+
+def manage(module, name: str, keep_float32: bool = False):
+    """Register a freshly loaded network with the manager; returns the handle to keep on a socket.
+
+    keep_float32: networks that overflow in float16 (the SDXL VAE) use bfloat16 where the
+    manager computes in float16, and float32 otherwise."""
     manager = services().models
     if manager is None:
-        return torch.device("cpu"), torch.float32
-    return manager.device, manager.dtype
+        return Unmanaged(module)
+    dtype = None
+    if keep_float32 and manager.dtype == torch.float16:
+        dtype = torch.bfloat16 if manager.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return manager.add(module, name=name, dtype=dtype)
+
+
+def placement(managed) -> tuple[torch.device, torch.dtype]:
+    """Where a managed network computes."""
+    if isinstance(managed, Unmanaged):
+        return torch.device("cpu"), next(managed.module.parameters()).dtype
+    return managed._manager.device, managed.dtype
 
 
 @contextlib.contextmanager
-def on_device(*modules) -> Iterator[tuple[torch.device, torch.dtype]]:
-    """Run with `modules` on the compute device (the manager loads, keeps or offloads them)."""
-    manager = services().models
-    if manager is None:
-        yield torch.device("cpu"), torch.float32
-        return
+def use(*managed) -> Iterator[list]:
+    """The networks of `managed` handles on the compute device for the duration of the block."""
     with contextlib.ExitStack() as stack:
-        for module in modules:
-            if module is not None:
-                stack.enter_context(manager.use(module))
-        yield manager.device, manager.dtype
+        modules = []
+        for handle in managed:
+            if isinstance(handle, Unmanaged):
+                modules.append(handle.module)
+            else:
+                modules.append(stack.enter_context(handle._manager.use(handle)))
+        yield modules

@@ -18,9 +18,8 @@ from models.sampling.noise import prepare_noise
 from models.sampling.registry import get_sampler, make_sigmas
 
 from .handles import ModelHandle
-from .lora_runtime import model_patched
+from .lora_runtime import running_unet
 from .previews import latent_preview
-from .runtime import on_device
 
 
 def latent_to_model(model: ModelHandle, samples: torch.Tensor) -> torch.Tensor:
@@ -130,8 +129,7 @@ def sample(model: ModelHandle, positive, negative, latent: dict, *, seed: int, s
     samples = latent["samples"]
     height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
     noise = initial_noise(latent, seed) if add_noise else torch.zeros_like(samples)
-    with model_patched(model) as unet, on_device(unet) as (device, dtype), torch.inference_mode():
-        unet.to(device, dtype)
+    with running_unet(model) as (unet, device, dtype), torch.inference_mode():
         denoiser = build_denoiser(model, unet, positive, negative, guidance, width, height, sampling, device, dtype)
         x = sampling.noise_scaling(sigmas[0], noise.to(device), latent_to_model(model, samples).to(device),
                                    max_denoise=sampling.is_max_denoise(sigmas))

@@ -4,16 +4,14 @@ from __future__ import annotations
 import torch
 
 from .handles import ClipHandle
-from .lora_runtime import clip_patched
-from .runtime import on_device
+from .lora_runtime import running_encoder
 
 
 def encode(clip: ClipHandle, text: str, rescale_mean: bool = False):
     """(tokens [1, 77k, D], pooled [1, P]) on the CPU in fp32, for caching between runs."""
     if clip is None:
         raise ValueError("this checkpoint has no text encoder (clip input is empty)")
-    with clip_patched(clip) as encoder, on_device(*encoder.models) as (device, dtype):
-        encoder.to(device, dtype)
+    with running_encoder(clip) as (encoder, device, dtype):
         encoding = encoder.encode(text, clip_skip=clip.clip_skip, rescale_mean=rescale_mean)
     return encoding.cond.float().cpu(), encoding.pooled.float().cpu()
 

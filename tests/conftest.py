@@ -41,8 +41,10 @@ def demo_app_factory(tmp_path, demo_models_dir):
     """Builds an App with the real built-in nodes over the demo models."""
 
     def build(**overrides) -> App:
+        from nodes.model_services import make_model_manager
+
         config = AppConfig(models_dir=demo_models_dir, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                           temp_dir=tmp_path / "temp", custom_nodes_dir=None, **overrides)
-        return App(config)
+                           temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True, **overrides)
+        return App(config, model_manager=make_model_manager(config))
 
     return build

@@ -43,8 +43,11 @@ def server_address(tmp_path_factory, demo_models_dir):
     shutil.copytree(demo_models_dir, models)
     (models / "checkpoints" / "tiny-sd15.safetensors").rename(models / "checkpoints" / "v1-5-pruned-emaonly.safetensors")
     port = free_port()
-    app = App(AppConfig(port=port, models_dir=models, output_dir=root / "out", input_dir=root / "in",
-                        temp_dir=root / "tmp", custom_nodes_dir=None))
+    from nodes.model_services import make_model_manager
+
+    config = AppConfig(port=port, models_dir=models, output_dir=root / "out", input_dir=root / "in",
+                       temp_dir=root / "tmp", custom_nodes_dir=None, cpu=True)
+    app = App(config, model_manager=make_model_manager(config))
     runner_ready = threading.Event()
     state = {}
 

@@ -19,8 +19,8 @@ from models.sampling.registry import SAMPLER_NAMES, SCHEDULER_NAMES, get_sampler
 
 from ..images import tensor_to_pil
 from ..latents import decode_latents, encode_images
-from ..lora_runtime import model_patched
-from ..runtime import on_device, services
+from ..lora_runtime import running_unet
+from ..runtime import services
 from ..sampler_core import (Guidance, build_denoiser, initial_noise, latent_from_model, latent_to_model, schedule,
                             step_callback)
 from ..text import encode
@@ -208,8 +208,7 @@ class _FooocusRun:
 
     def single(self, model, positive, negative, latent, sigmas):
         samples = latent["samples"]
-        with model_patched(model) as unet, on_device(unet) as (device, dtype), torch.inference_mode():
-            unet.to(device, dtype)
+        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
             denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
             x = self._start(model, latent, sigmas, device)
             callback = step_callback(model, self.context.progress, self.total, self.previews)
@@ -224,10 +223,8 @@ class _FooocusRun:
     def joint(self, model, positive, negative, refiner, latent, sigmas, switch):
         refiner_model, refiner_positive, refiner_negative = refiner
         samples = latent["samples"]
-        with model_patched(model) as unet, model_patched(refiner_model) as refiner_unet, \
-                on_device(unet, refiner_unet) as (device, dtype), torch.inference_mode():
-            unet.to(device, dtype)
-            refiner_unet.to(device, dtype)
+        with running_unet(model) as (unet, device, dtype), running_unet(refiner_model) as (refiner_unet, _, _), \
+                torch.inference_mode():
             base = self._denoiser(model, unet, positive, negative, samples, device, dtype)
             second = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples, device,
                                     dtype)
@@ -241,15 +238,12 @@ class _FooocusRun:
         refiner_model, refiner_positive, refiner_negative = refiner
         base_sigmas, refiner_sigmas = split_sigmas_for_refiner(sigmas, switch, "separate")
         samples = latent["samples"]
-        with model_patched(model) as unet, on_device(unet) as (device, dtype), torch.inference_mode():
-            unet.to(device, dtype)
+        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
             denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
             callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
             x = self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback, self.seed,
                              device)
-        with model_patched(refiner_model) as refiner_unet, on_device(refiner_unet) as (device, dtype), \
-                torch.inference_mode():
-            refiner_unet.to(device, dtype)
+        with running_unet(refiner_model) as (refiner_unet, device, dtype), torch.inference_mode():
             denoiser = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples,
                                       device, dtype)
             callback = step_callback(refiner_model, self.context.progress, len(refiner_sigmas) - 1, self.previews,
@@ -262,8 +256,7 @@ class _FooocusRun:
         refiner_model, refiner_positive, refiner_negative = refiner
         base_sigmas, refiner_sigmas = split_sigmas_for_refiner(sigmas, switch, "vae")
         samples = latent["samples"]
-        with model_patched(model) as unet, on_device(unet) as (device, dtype), torch.inference_mode():
-            unet.to(device, dtype)
+        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
             denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
             callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
             x = self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback, self.seed,
@@ -271,9 +264,7 @@ class _FooocusRun:
         images = decode_latents(vae, latent_from_model(model, x.float().cpu()))
         refined_latent = {"samples": encode_images(refiner_vae, images)}
         refiner_sampling = refiner_model.model_sampling()
-        with model_patched(refiner_model) as refiner_unet, on_device(refiner_unet) as (device, dtype), \
-                torch.inference_mode():
-            refiner_unet.to(device, dtype)
+        with running_unet(refiner_model) as (refiner_unet, device, dtype), torch.inference_mode():
             start = latent_to_model(refiner_model, refined_latent["samples"]).to(device)
             noise = initial_noise(refined_latent, self.seed + 1).to(device)
             x = refiner_sampling.noise_scaling(refiner_sigmas[0], noise, start, max_denoise=False)
