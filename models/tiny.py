@@ -157,9 +157,11 @@ def write_demo_models(models_dir: str | os.PathLike, seed: int = 0) -> dict[str,
 
 
 def _write_demo_lora(models_dir: Path, seed: int) -> dict[str, Path]:
-    """HOOK for the LoRA helper: write DEMO_LORA (matching tiny-sdxl) here and return
-    {DEMO_LORA: path}. Until then no LoRA is written."""
-    return {}
+    """DEMO_LORA: a kohya-format LoRA matching the demo tiny-sdxl checkpoint."""
+    from models.tiny_lora import write_tiny_sdxl_lora
+
+    checkpoint = models_dir / "checkpoints/tiny-sdxl.safetensors"
+    return {DEMO_LORA: write_tiny_sdxl_lora(models_dir / DEMO_LORA, checkpoint, seed=seed)}
 
 
 # --- random weights -------------------------------------------------------------------------

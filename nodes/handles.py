@@ -20,7 +20,8 @@ class ModelHandle:
     network: Any  # the UNet under the model manager (models.manager.ModelHandle or runtime.Unmanaged)
     info: CheckpointInfo
     name: str
-    loras: tuple = ()  # ((lora file path, strength), ...)
+    patcher: Any = None  # models.lora_patch.LoraPatcher over this UNet (one per loaded network)
+    loras: tuple = ()  # ((lora file path, strength), ...) applied to the UNet when it runs
     output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
 
     def with_changes(self, **changes) -> "ModelHandle":
@@ -49,7 +50,8 @@ class ClipHandle:
     family: str
     name: str
     clip_skip: int | None = None  # ComfyUI CLIPSetLastLayer value (-1 last); None = model default
-    loras: tuple = ()
+    patcher: Any = None  # models.lora_patch.LoraPatcher over the text encoders
+    loras: tuple = ()  # ((lora file path, strength), ...) applied to the text encoders
 
     def with_changes(self, **changes) -> "ClipHandle":
         return replace(self, **changes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.loading import load_checkpoint, load_vae
+from models.lora_keys import checkpoint_lora_key_map
+from models.lora_patch import LoraPatcher
 from models.text_encoders import load_text_encoder
 from models.tokenizer import CLIPTokenizer, load_clip_tokenizer
 
@@ -32,6 +34,16 @@ def _vocabulary_rows(text_state: dict) -> int | None:
     return None
 
 
+def clip_part_modules(encoder) -> dict:
+    """{"clip_l": ..., "clip_g": ...}: the encoder's CLIP transformers by LoRA part name."""
+    parts = {}
+    for name in ("clip_l", "clip_g"):
+        module = getattr(encoder, name, None)
+        if module is not None:
+            parts[name] = module
+    return parts
+
+
 class CheckpointLoaderSimple:
     CATEGORY = "loaders"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -46,13 +58,21 @@ class CheckpointLoaderSimple:
         folders = services().folders
         path = folders.path("checkpoints", ckpt_name)
         loaded = load_checkpoint(path)
-        model = ModelHandle(manage(loaded.unet, f"{ckpt_name} unet"), loaded.info, ckpt_name)
-        clip = None
+        encoder = None
         if loaded.text_encoder_state:
             tokenizer = tokenizer_for(folders.root, _vocabulary_rows(loaded.text_encoder_state))
             encoder = load_text_encoder(loaded.text_encoder_state, tokenizer)
-            networks = tuple(manage(network, f"{ckpt_name} clip") for network in encoder.models)
-            clip = ClipHandle(encoder, networks, loaded.info.family, ckpt_name)
+        clip_parts = clip_part_modules(encoder) if encoder is not None else {}
+        # one key map of the whole checkpoint, so no patcher calls another part's keys unmatched
+        key_map = checkpoint_lora_key_map(loaded.info.family, unet=loaded.unet, clip_l=clip_parts.get("clip_l"),
+                                          clip_g=clip_parts.get("clip_g"))
+        model = ModelHandle(manage(loaded.unet, f"{ckpt_name} unet"), loaded.info, ckpt_name,
+                            patcher=LoraPatcher({"unet": loaded.unet}, key_map))
+        clip = None
+        if encoder is not None:
+            networks = tuple(manage(network, f"{ckpt_name} {part}") for part, network in clip_parts.items())
+            clip = ClipHandle(encoder, networks, loaded.info.family, ckpt_name,
+                              patcher=LoraPatcher(clip_parts, key_map))
         vae = None
         if loaded.vae is not None:
             vae = VaeHandle(manage(loaded.vae, f"{ckpt_name} vae", keep_float32=True), ckpt_name)

@@ -2,20 +2,26 @@
 
 LoRA weights are patched in place and kept while the same LoRA set is asked for again (the
 patcher remembers what it applied); a different set (or none) first restores the originals.
+Keys of a LoRA that match no weight are reported in the job's log.
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
+from graph import context as graph_context
+
 from .runtime import placement, use
+
+# Fooocus skips a LoRA for a model when more than this many of its tensors fit nothing.
+MAX_REJECTED_TENSORS = None
 
 
 @contextlib.contextmanager
 def running_unet(model) -> Iterator[tuple]:
     """(unet, device, dtype) for a MODEL handle."""
     with use(model.network) as (unet,):
-        apply_loras({"unet": unet}, model.loras)
+        _apply(model.patcher, [(path, strength, 0.0) for path, strength in model.loras])
         device, dtype = placement(model.network)
         yield unet, device, dtype
 
@@ -23,8 +29,8 @@ def running_unet(model) -> Iterator[tuple]:
 @contextlib.contextmanager
 def running_encoder(clip) -> Iterator[tuple]:
     """(prompt encoder, device, dtype) for a CLIP handle."""
-    with use(*clip.networks) as modules:
-        apply_loras(dict(zip(_clip_part_names(clip), modules)), clip.loras)
+    with use(*clip.networks):
+        _apply(clip.patcher, [(path, 0.0, strength) for path, strength in clip.loras])
         device, dtype = placement(clip.networks[0])
         yield clip.encoder, device, dtype
 
@@ -36,17 +42,15 @@ def running_vae(vae) -> Iterator[tuple]:
         yield module, device, dtype
 
 
-def _clip_part_names(clip) -> list[str]:
-    encoder = clip.encoder
-    names = []
-    for module in encoder.models:
-        if getattr(encoder, "clip_l", None) is module:
-            names.append("clip_l")
-        else:
-            names.append("clip_g")
-    return names
-
-
-def apply_loras(parts: dict, loras: tuple) -> None:
-    if loras:
-        raise NotImplementedError("LoRA patching is wired in with models.lora_patch")
+def _apply(patcher, specs) -> None:
+    if patcher is None:
+        if specs:
+            raise ValueError("this network cannot take LoRAs (it was not loaded from a checkpoint)")
+        return
+    reports = patcher.apply(specs, max_rejected=MAX_REJECTED_TENSORS)
+    log = graph_context.current().log
+    for report in reports:
+        if report.unmatched or report.mismatched:
+            log.warning("LoRA %s: %d key(s) matched nothing, %d had the wrong size (e.g. %s)", report.name,
+                        len(report.unmatched), len(report.mismatched),
+                        ", ".join((report.unmatched + report.mismatched)[:3]))
