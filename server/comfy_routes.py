@@ -200,11 +200,14 @@ class ComfyRoutes:
             raise BadRequest(f"type must be one of {list(FOLDER_TYPES)}, got {kind!r}")
         try:
             path = resolve_in(self.app.folder_for(kind), request.query.get("subfolder", ""), filename)
+            found = path.is_file()
         except BadFileRequest as exc:
             raise BadRequest(str(exc))
         except ForbiddenPath as exc:
             raise web.HTTPForbidden(text=str(exc))
-        if not path.is_file():
+        except OSError:  # e.g. a name longer than the file system allows
+            found = False
+        if not found:
             raise web.HTTPNotFound(text=f"{filename} not found")
         preview = request.query.get("preview")
         channel = request.query.get("channel")

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.jobs import JobStore, WebhookSender
 
+from .docs import install_docs
 from .jobs import FooocusJobs, Planner
 from .metadata import EmbeddedMetadata, GenerationRecord, LoraRecord
 from .requests import MetaScheme
@@ -76,6 +77,7 @@ class FooocusAPI:
     def install(self, web_app: web.Application) -> None:
         for method, path, handler in self.routes.routes():
             web_app.router.add_route(method, path, handler)
+        install_docs(web_app, self)
         web_app.on_startup.append(self._on_startup)
         web_app.on_cleanup.append(self._on_cleanup)
 
