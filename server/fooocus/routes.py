@@ -23,6 +23,7 @@ from .validation import Vocabulary, json_decode_error_response, validate_request
 log = logging.getLogger(__name__)
 
 FORBIDDEN = {"detail": "Forbidden"}
+SQLITE_MAX_INT = 2 ** 63 - 1
 
 
 def unprocessable(body: dict) -> web.Response:
@@ -153,7 +154,10 @@ class FooocusRoutes:
             return web.json_response({"message": "Deleted" if deleted else "Not found"})
         queue = [r.to_history_info() for r in self.jobs.store.list_queue()
                  if query.job_id is None or r.job_id == query.job_id]
-        history = [r.to_history_info() for r in self.jobs.store.list_history(query.page, query.page_size, query.job_id)]
+        history = []
+        if query.page * query.page_size <= SQLITE_MAX_INT:  # a farther page is empty (SQLite cannot bind it)
+            history = [r.to_history_info() for r in self.jobs.store.list_history(query.page, query.page_size,
+                                                                                 query.job_id)]
         return web.json_response({"queue": queue, "history": history})
 
     async def stop(self, request: web.Request) -> web.Response:
@@ -187,7 +191,10 @@ class FooocusRoutes:
         return web.json_response({"message": "ok"})
 
     async def files(self, request: web.Request) -> web.StreamResponse:
-        path = self.outputs.resolve(request.match_info["date"], request.match_info["file_name"])
+        try:
+            path = self.outputs.resolve(request.match_info["date"], request.match_info["file_name"])
+        except (OSError, ValueError):  # e.g. a name longer than the file system allows
+            path = None
         if path is None:
             raise web.HTTPNotFound(text="file not found")
         converted = convert_for_accept(path, request.headers.get("Accept"))
