@@ -151,6 +151,8 @@ def step_callback(model: ModelHandle, progress, total: int, previews: bool, offs
 
     def callback(info: dict) -> None:
         preview = latent_preview(model.family, info["denoised"]) if previews else None
-        progress(offset + info["i"] + 1, overall, preview)
+        # Adaptive samplers (dpm_adaptive) take more steps than the schedule has: clamp, as
+        # ComfyUI's progress bar does, so clients never see value > max.
+        progress(offset + min(info["i"] + 1, total), overall, preview)
 
     return callback
