@@ -30,6 +30,8 @@ _SUFFIXES = {
     ".lora_linear_layer.up.weight": ("lora", "up"), ".lora_linear_layer.down.weight": ("lora", "down"),
     "_lora.up.weight": ("lora", "up"), "_lora.down.weight": ("lora", "down"),
     ".alpha": ("common", "alpha"), ".dora_scale": ("common", "dora_scale"),
+    # PEFT's DoRA magnitudes: one per output row, the same as LyCORIS' output-axis dora_scale
+    ".lora_magnitude_vector.weight": ("common", "dora_scale"), ".lora_magnitude_vector": ("common", "dora_scale"),
     ".hada_w1_a": ("loha", "w1_a"), ".hada_w1_b": ("loha", "w1_b"), ".hada_w2_a": ("loha", "w2_a"),
     ".hada_w2_b": ("loha", "w2_b"), ".hada_t1": ("loha", "t1"), ".hada_t2": ("loha", "t2"),
     ".lokr_w1": ("lokr", "w1"), ".lokr_w2": ("lokr", "w2"), ".lokr_w1_a": ("lokr", "w1_a"),

@@ -157,10 +157,10 @@ def unet_lora_key_map(shapes: Mapping[str, tuple[int, ...]], config: UNetConfig,
         if converted is not None:
             names += [f"lora_unet_{_underscored(converted)}", f"lycoris_{_underscored(converted)}",
                       f"unet.{converted}", converted]
-            for ours, processor in _PROCESSOR_NAMES.items():
-                if converted.endswith("." + ours) and ".attn" in converted:
-                    base = converted[: -len(ours) - 1]
-                    names += [f"unet.{base}.processor.{processor}", f"{base}.processor.{processor}"]
+            for leaf, processor_leaf in _PROCESSOR_NAMES.items():
+                if converted.endswith("." + leaf) and ".attn" in converted:
+                    attention = converted[: -len(leaf) - 1]
+                    names += [f"unet.{attention}.processor.{processor_leaf}", f"{attention}.processor.{processor_leaf}"]
         for name in names:
             key_map[name] = target
     return key_map
@@ -183,6 +183,8 @@ def clip_lora_key_map(shapes: Mapping[str, tuple[int, ...]], part: str, kohya_pr
         target = (LoraTarget(part, key, tuple(shape), has_bias=path + ".bias" in shapes),)
         names = [prefix + _underscored(path) for prefix in kohya_prefixes]
         names += [diffusers_prefix + path, f"text_encoders.{part}.transformer.{path}"]
+        if path.startswith("text_model."):  # saved from transformers 5, whose CLIPTextModel lacks it
+            names.append(diffusers_prefix + path[len("text_model."):])
         if checkpoint_prefix is not None:
             names.append(checkpoint_prefix + path)
         leaf = path.rsplit(".", 1)[-1]
