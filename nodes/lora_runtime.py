@@ -13,8 +13,9 @@ from graph import context as graph_context
 
 from .runtime import placement, use
 
-# Fooocus skips a LoRA for a model when more than this many of its tensors fit nothing.
-MAX_REJECTED_TENSORS = None
+# Fooocus skips a LoRA for a model when more than this many of its tensors fit nothing
+# (e.g. an SD1.5 LoRA on an SDXL model), instead of applying the few that happen to fit.
+MAX_REJECTED_TENSORS = 12
 
 
 @contextlib.contextmanager
