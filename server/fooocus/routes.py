@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pydantic
 from aiohttp import web
 
-from server.jobs import JobType
+from server.jobs import JobStage, JobType
 
 from .jobs import FooocusJobs, SubmitRefused
 from .outputs import OutputStore, convert_for_accept
@@ -113,7 +113,11 @@ class FooocusRoutes:
             return unprocessable({"detail": [{"type": "value_error", "loc": ["body"], "msg": str(exc),
                                               "input": None}]})
         if params.get("async_process"):
-            return web.json_response(record.to_query_response())
+            # The answer describes the job as queued: the worker thread may already be changing
+            # this record, and a submit answer is WAITING with nothing to report yet.
+            return web.json_response({"job_id": record.job_id, "job_type": record.job_type,
+                                      "job_stage": JobStage.WAITING.value, "job_progress": 0, "job_status": None,
+                                      "job_step_preview": None, "job_result": None})
         record = await self.jobs.wait(record.job_id)
         if stream:
             return self._png_response(record)
