@@ -3,7 +3,8 @@ model and LoRA resolution, then `workflows/text_to_image.json` filled once per i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -23,6 +24,8 @@ from .jobs import JobPlan
 from .requests import CommonRequest
 
 NONE = "None"
+SDXL_SECOND_ENCODER_PREFIX = "conditioner.embedders.1."  # CLIP-G next to CLIP-L: an SDXL base
+MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 @dataclass
@@ -83,8 +86,13 @@ class TextToImagePlanner:
             adm_scaler_negative=advanced.adm_scaler_negative, adm_scaler_end=advanced.adm_scaler_end,
             refiner_model=refiner or NONE, refiner_switch=request.refiner_switch))
         refiner = None if settings.refiner_model == NONE else settings.refiner_model
+        # overwrite_switch: the document's spelling is a step number (int, -1..200), the reference
+        # code's a fraction (-1..1); 1 and above can only be a step.
+        switch_fraction = advanced.overwrite_switch if 0 < advanced.overwrite_switch < 1 else -1
         steps = plan_steps(performance_mode(settings.performance), refiner_switch=settings.refiner_switch,
-                           overwrite_step=advanced.overwrite_step, overwrite_switch=advanced.overwrite_switch)
+                           overwrite_step=advanced.overwrite_step, overwrite_switch=switch_fraction)
+        if advanced.overwrite_switch >= 1:
+            steps = replace(steps, switch=int(advanced.overwrite_switch))
 
         user_loras = []
         for name, weight in request.active_loras():
@@ -152,6 +160,8 @@ class TextToImagePlanner:
                 warnings.append(f"base model {requested} not found; using {candidate}")
                 return candidate
         usable = [name for name in checkpoints if "refiner" not in name.lower()] or checkpoints
+        # Fooocus runs SDXL base models only: an SD1.5 file listed first must not win.
+        usable = sorted(usable, key=lambda name: not _is_sdxl_base(self.folders.path("checkpoints", name)))
         if not usable:
             raise ValueError("base_model_name: no checkpoint in the models folder's checkpoints/; "
                              "put an SDXL .safetensors file there")
@@ -177,6 +187,22 @@ class TextToImagePlanner:
             "loras": [[name, weight] for name, weight in task.loras],
             "full_prompt": list(task.positive), "full_negative_prompt": list(task.negative),
         }
+
+
+def _is_sdxl_base(path: Path) -> bool:
+    """Whether a checkpoint holds both SDXL text encoders (CLIP-L and CLIP-G), read from the
+    safetensors header only; other formats count as unknown (False)."""
+    if path.suffix.lower() != ".safetensors":
+        return False
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > MAX_HEADER_BYTES:
+                return False
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error):
+        return False
+    return any(key.startswith(SDXL_SECOND_ENCODER_PREFIX) for key in header)
 
 
 def _validation_message(result) -> str:
