@@ -45,6 +45,7 @@ class ExecutionOutcome:
     cached: list[str] = field(default_factory=list)
     error: dict | None = None
     meta: dict[str, dict] = field(default_factory=dict)
+    node_seconds: float = 0.0  # wall time spent inside node functions (the rest is engine overhead)
 
     @property
     def completed(self) -> bool:
@@ -331,7 +332,11 @@ class _Run:
                 missing = [n for n in unevaluated if n in names]
                 if missing:
                     return [self.links[node_id][n][0] for n in missing]
-            results = self._call_lists(getattr(instance, schema.function), inputs, schema.input_is_list)
+            started = time.perf_counter()
+            try:
+                results = self._call_lists(getattr(instance, schema.function), inputs, schema.input_is_list)
+            finally:
+                self.outcome.node_seconds += time.perf_counter() - started
             output = self._collect(schema, results)
         except Interrupted:
             raise

@@ -63,7 +63,8 @@ def _merge(first: ExecutionOutcome, later: ExecutionOutcome) -> ExecutionOutcome
     return ExecutionOutcome(later.status if later.status != "success" else first.status, outputs,
                             start + [m for m in later.messages if m[0] not in ("execution_start", "execution_cached")],
                             first.executed + later.executed, first.cached + later.cached,
-                            later.error or first.error, {**first.meta, **later.meta})
+                            later.error or first.error, {**first.meta, **later.meta},
+                            first.node_seconds + later.node_seconds)
 
 
 class Worker:
@@ -181,4 +182,5 @@ class Worker:
                        "messages": [[event, data] for event, data in outcome.messages
                                     if event in HISTORY_MESSAGE_TYPES]},
             "meta": outcome.meta,
+            "timing": {"node_seconds": outcome.node_seconds},
         }
