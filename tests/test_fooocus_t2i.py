@@ -291,6 +291,27 @@ async def test_each_performance_mode_runs(aiohttp_client, models_dir, tmp_path):
             assert (logged["sampler"], logged["scheduler"], logged["guidance_scale"]) == (sampler, scheduler, 1.0)
 
 
+def test_advanced_params_reach_the_workflow(models_dir, tmp_path):
+    _, api = make_app(models_dir, tmp_path)
+    advanced = {"sampler_name": "dpmpp_3m_sde_gpu", "scheduler_name": "align_your_steps", "clip_skip": 1,
+                "adaptive_cfg": 9.0, "adm_scaler_positive": 2.0, "adm_scaler_negative": 0.5, "adm_scaler_end": 0.2,
+                "freeu_enabled": True, "freeu_b1": 1.1, "freeu_b2": 1.2, "freeu_s1": 0.9, "freeu_s2": 0.2,
+                "refiner_swap_method": "vae"}
+    planned = plan(api, tiny({"prompt": "a cat", "aspect_ratios_selection": "72×64", "refiner_model_name": REFINER,
+                              "advanced_params": advanced}, steps=7))
+    sampler = node_inputs(planned, "sampler")
+    assert (node_inputs(planned, "latent")["width"], node_inputs(planned, "latent")["height"]) == (72, 64)
+    assert sampler["steps"] == 7 and sampler["refiner_swap_method"] == "vae"
+    for name in ("adaptive_cfg", "adm_scaler_positive", "adm_scaler_negative", "adm_scaler_end", "freeu_b1",
+                 "freeu_b2", "freeu_s1", "freeu_s2"):
+        assert sampler[name] == advanced[name], name
+    assert (sampler["sampler_name"], sampler["scheduler"], sampler["freeu"]) == \
+        ("dpmpp_3m_sde_gpu", "align_your_steps", True)
+    assert {node_inputs(planned, node)["clip_skip"] for node in ("positive", "negative")} == {1}
+    resized = plan(api, tiny({"prompt": "a cat", "advanced_params": {"overwrite_width": 96, "overwrite_height": 80}}))
+    assert (node_inputs(resized, "latent")["width"], node_inputs(resized, "latent")["height"]) == (96, 80)
+
+
 # --- styles --------------------------------------------------------------------------------------
 def test_styles_template_negative_merge_random_and_user_files(models_dir, tmp_path):
     _, api = make_app(models_dir, tmp_path)
@@ -375,6 +396,17 @@ def test_inline_and_unknown_loras(models_dir, tmp_path):
     assert any("missing-lora.safetensors" in warning and "skipped" in warning for warning in planned.warnings)
     logged = json.loads(node_inputs(planned, "save")["metadata"])
     assert logged["loras"] == [["detail-tweaker.safetensors", 0.3], ["sub/ink.safetensors", -0.25]]
+
+
+def test_inline_tag_picks_the_demo_lora(models_dir, tmp_path):
+    demo_loras = sorted(p.name for p in (models_dir / "loras").glob("*.safetensors"))
+    if not demo_loras:
+        pytest.skip("the demo models have no LoRA")
+    _, api = make_app(models_dir, tmp_path)
+    name = demo_loras[0]
+    planned = plan(api, tiny({"prompt": f"<lora:{Path(name).stem}:0.6> a cat", "style_selections": [], "loras": []}))
+    assert json.loads(node_inputs(planned, "loras")["loras"]) == [[name, 0.6]] and not planned.warnings
+    assert node_inputs(planned, "loras")["model"] == ["base", 0]
 
 
 # --- seeds, image_number, refiner ----------------------------------------------------------------
