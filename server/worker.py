@@ -148,12 +148,12 @@ class Worker:
             if result.status != "success":
                 break
         log.info("prompt %s %s in %.2f s", item.prompt_id, outcome.status, time.perf_counter() - started)
-        if observer is not None:
+        self.queue.task_done(item, self._history_entry(item, outcome))  # triggers the `status` broadcast
+        if observer is not None:  # after the history entry, so whoever the observer wakes finds it
             try:
                 observer.on_finish(outcome)
             except Exception:
                 log.exception("job observer failed to finish prompt %s", item.prompt_id)
-        self.queue.task_done(item, self._history_entry(item, outcome))  # triggers the `status` broadcast
         self.hub.publish("executing", {"node": None, "prompt_id": item.prompt_id}, sid=item.client_id)
         if time.monotonic() - self._last_gc > 10:
             self._last_gc = time.monotonic()

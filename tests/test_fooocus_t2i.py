@@ -152,7 +152,9 @@ async def test_document_text_to_image_example(aiohttp_client, models_dir, tmp_pa
     assert submitted["job_progress"] == 0 and submitted["job_result"] is None
     done = await wait_for(client, submitted["job_id"])
     assert set(done) == ASYNC_KEYS and done["job_stage"] == "SUCCESS", done
-    assert done["job_progress"] == 100 and done["job_status"] == "Finished"
+    # "Finished", plus the warning that the preset's offset LoRA is not among the demo models
+    assert done["job_progress"] == 100 and done["job_status"].startswith("Finished")
+    assert "sd_xl_offset_example-lora_1.0.safetensors not found" in done["job_status"]
     [item] = done["job_result"]
     assert set(item) == RESULT_KEYS and item["finish_reason"] == "SUCCESS" and item["base64"] is None
     assert isinstance(item["seed"], str) and int(item["seed"]) >= 0
@@ -585,3 +587,22 @@ def test_unknown_base_model_falls_back_to_an_sdxl_model_with_a_warning(models_di
     # the preset's model is not there either; the pipeline is SDXL, so is the fallback
     assert planned.runs[0].prompt["base"]["inputs"]["ckpt_name"] == BASE
 
+
+
+async def test_fallback_warning_stays_in_the_job_status(models_dir, tmp_path, aiohttp_client):
+    app, _ = make_app(models_dir, tmp_path)
+    client = await aiohttp_client(app.make_web_app())
+    body = {"prompt": "a cat", "base_model_name": "missing-model.safetensors", "aspect_ratios_selection": "64*64",
+            "style_selections": [], "async_process": True, "advanced_params": {"overwrite_step": 2}}
+    job = await (await post(client, T2I, body)).json()
+    for _ in range(600):
+        status = await (await client.get("/v1/generation/query-job", params={"job_id": job["job_id"]})).json()
+        if status["job_stage"] in ("SUCCESS", "ERROR"):
+            break
+        await asyncio.sleep(0.05)
+    assert status["job_stage"] == "SUCCESS"
+    assert status["job_status"].startswith("Finished") and "missing-model.safetensors" in status["job_status"]
+    # and the sync reply comes after the job's history entry is written
+    items = await generate(client, {**body, "async_process": False})
+    job_id = items[0]["url"].rsplit("/", 1)[1].rsplit("-", 1)[0]
+    assert app.queue.history_item(job_id) is not None

@@ -55,10 +55,13 @@ class _JobObserver:
     def _total_steps(self) -> int:
         return max(1, len(self.plan.runs) * max(1, self.plan.steps_per_run))
 
+    def _status(self, text: str) -> str:
+        """Status texts carry the plan's warnings (a model fallback, a skipped LoRA) to the end."""
+        return f"{text} (warning: {'; '.join(self.plan.warnings)})" if self.plan.warnings else text
+
     def on_start(self) -> None:
         self.record.mark_running()
-        warning = "; ".join(self.plan.warnings)
-        self.record.set_progress(1, f"Preparing task 1/{len(self.plan.runs)} ..." + (f" ({warning})" if warning else ""))
+        self.record.set_progress(1, self._status(f"Preparing task 1/{len(self.plan.runs)} ..."))
         self.jobs.store.update(self.record)
 
     def on_event(self, event: str, data: dict) -> None:
@@ -67,7 +70,8 @@ class _JobObserver:
         steps = max(1, self.plan.steps_per_run)
         done = self.run_index * steps + min(int(data.get("value", 0)), steps)
         progress = int(15 + 85 * done / self._total_steps())
-        status = f"Step {int(data.get('value', 0))}/{int(data.get('max', steps))} in the {self.run_index + 1}-th Sampling"
+        status = self._status(f"Step {int(data.get('value', 0))}/{int(data.get('max', steps))} "
+                              f"in the {self.run_index + 1}-th Sampling")
         self.record.set_progress(min(progress, 99), status)
         self.jobs.store.update_progress(self.record.job_id, self.record.progress, status)
 
@@ -88,12 +92,14 @@ class _JobObserver:
                 self.results.append(ImageResult(seed=str(seed), url=image["url"], path=image["path"]))
         self.run_index = index + 1
         if outcome.status == "success" and self.run_index < len(self.plan.runs):
-            self.record.set_progress(self.record.progress, f"Preparing task {self.run_index + 1}/{len(self.plan.runs)} ...")
+            self.record.set_progress(self.record.progress,
+                                     self._status(f"Preparing task {self.run_index + 1}/{len(self.plan.runs)} ..."))
 
     def on_finish(self, outcome) -> None:
         record = self.record
         if outcome.status == "success":
             record.mark_success(self.results)
+            record.status = self._status(record.status)
         elif outcome.status == "interrupted":
             record.mark_failed("stopped by request", FinishReason.USER_CANCEL, partial_results=self.results)
             record.status = "Stopped by request" + (f" after {len(self.results)} image(s)" if self.results else "")
