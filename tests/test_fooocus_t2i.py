@@ -606,3 +606,17 @@ async def test_fallback_warning_stays_in_the_job_status(models_dir, tmp_path, ai
     items = await generate(client, {**body, "async_process": False})
     job_id = items[0]["url"].rsplit("/", 1)[1].rsplit("-", 1)[0]
     assert app.queue.history_item(job_id) is not None
+
+
+async def test_loras_change_the_image_and_inline_loras_apply(aiohttp_client, models_dir, tmp_path):
+    client, app, _ = await start(aiohttp_client, models_dir, tmp_path)
+    base = tiny({"prompt": "a lighthouse", "style_selections": [], "image_seed": 11, "loras": []})
+    plain = pixels(await fetch(client, (await generate(client, base))[0]["url"]))
+    lora = {**base, "loras": [{"model_name": "tiny-sdxl-lora.safetensors", "weight": 1.0}]}
+    with_lora = pixels(await fetch(client, (await generate(client, lora))[0]["url"]))
+    assert np.abs(plain.astype(int) - with_lora.astype(int)).max() > 0
+    inline = {**base, "prompt": "a lighthouse <lora:tiny-sdxl-lora:1.0>"}
+    with_inline = pixels(await fetch(client, (await generate(client, inline))[0]["url"]))
+    np.testing.assert_array_equal(with_inline, with_lora)
+    again = pixels(await fetch(client, (await generate(client, base))[0]["url"]))
+    np.testing.assert_array_equal(again, plain)  # the LoRA came off exactly
