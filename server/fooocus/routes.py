@@ -5,6 +5,7 @@ a job and planned into workflow runs by the planner; the job system does the res
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -104,7 +105,9 @@ class FooocusRoutes:
         if stream:
             params["image_number"] = 1
         try:
-            record = self.jobs.submit(job_type, params)
+            # planning validates a workflow per image and writes the job to SQLite: off the event
+            # loop, so websockets and query-job stay responsive during a burst of submissions
+            record = await asyncio.get_running_loop().run_in_executor(None, self.jobs.submit, job_type, params)
         except SubmitRefused:
             if stream:
                 return web.Response(status=409, text="QUEUE_IS_FULL")
