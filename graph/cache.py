@@ -79,16 +79,16 @@ def compute_keys(order: list[str], class_types: Mapping[str, str], constants: Ma
     index)); `canonical` maps a key to the equal key object already held by the cache.
     """
     keys: dict[str, CacheKey] = {}
+    empty: Mapping = {}
     for node_id in order:
         fingerprint = fingerprints.get(node_id)
-        parts: list = [class_types[node_id], None if fingerprint is None else _constant_token(fingerprint),
-                       node_id if node_scoped(node_id) else None]
-        for name, value in constants.get(node_id, {}).items():
-            parts.append((name, _constant_token(value)))
-        for name, (source, index) in links.get(node_id, {}).items():
-            parts.append((name, keys.get(source) or _Unique(), index))
-        parts[3:] = sorted(parts[3:], key=lambda part: part[0])
-        keys[node_id] = canonical(CacheKey(tuple(parts)))
+        inputs = [(name, _constant_token(value)) for name, value in constants.get(node_id, empty).items()]
+        for name, (source, index) in links.get(node_id, empty).items():
+            inputs.append((name, keys.get(source) or _Unique(), index))
+        inputs.sort()  # input names are unique, so tuples compare by name alone
+        parts = (class_types[node_id], None if fingerprint is None else _constant_token(fingerprint),
+                 node_id if node_scoped(node_id) else None, *inputs)
+        keys[node_id] = canonical(CacheKey(parts))
     return keys
 
 

@@ -75,11 +75,12 @@ class Executor:
     # ------------------------------------------------------------------------------------------
     def execute(self, prompt: Mapping[str, dict], prompt_id: str, outputs: list[str],
                 constants: Mapping[str, Mapping[str, Any]] | None = None, *,
-                links: Mapping[str, Mapping[str, tuple[str, int]]] | None = None, extra_data: dict | None = None,
+                links: Mapping[str, Mapping[str, tuple[str, int]]] | None = None,
+                order: list[str] | None = None, extra_data: dict | None = None,
                 sink: EventSink | None = None, interrupt: InterruptFlag | None = None,
                 job_log: logging.Logger | None = None) -> ExecutionOutcome:
         run = _Run(self, prompt, prompt_id, outputs, constants or {}, extra_data or {}, sink or NullSink(),
-                   interrupt or InterruptFlag(), job_log or log, links)
+                   interrupt or InterruptFlag(), job_log or log, links, order)
         return run.go()
 
 
@@ -87,7 +88,7 @@ class _Run:
     """The state of one prompt's execution."""
 
     def __init__(self, executor: Executor, prompt, prompt_id, outputs, constants, extra_data, sink, interrupt,
-                 job_log, known_links=None) -> None:
+                 job_log, known_links=None, known_order=None) -> None:
         self.x = executor
         self.prompt = prompt
         self.prompt_id = prompt_id
@@ -103,6 +104,7 @@ class _Run:
         self.reported_blockers: set[int] = set()
         self.links: dict[str, dict[str, tuple[str, int]]] = {}
         self.known_links = known_links or {}
+        self.known_order = known_order
 
     def emit(self, event: str, data: dict) -> None:
         self.outcome.messages.append((event, data))
@@ -166,7 +168,11 @@ class _Run:
     # ---- the run ------------------------------------------------------------------------------
     def go(self) -> ExecutionOutcome:
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
-        order = self._order()
+        if self.known_order is not None and self.known_links:
+            order = self.known_order  # validation already walked the graph in dependency order
+            self.links = self.known_links
+        else:
+            order = self._order()
         class_types = {nid: self.prompt[nid]["class_type"] for nid in order}
         constants = {nid: self._node_constants(nid) for nid in order}
         self.constants = constants

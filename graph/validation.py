@@ -37,6 +37,7 @@ class ValidationResult:
     node_errors: dict[str, dict]
     constants: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> coerced constants
     links: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)  # node -> input -> (source, index)
+    order: list[str] | None = None  # every checked node after the nodes it links to (when all are valid)
 
     def response_error(self) -> dict:
         return {"error": self.error, "node_errors": self.node_errors}
@@ -96,7 +97,8 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_targets: Iterab
         return ValidationResult(False, _error("prompt_outputs_failed_validation",
                                               "Prompt outputs failed validation", "\n".join(failure_messages)),
                                 [], node_errors)
-    return ValidationResult(True, None, valid_outputs, node_errors, checker.constants, checker.links)
+    order = checker.order if not node_errors else None
+    return ValidationResult(True, None, valid_outputs, node_errors, checker.constants, checker.links, order)
 
 
 class _NodeChecker:
@@ -107,6 +109,7 @@ class _NodeChecker:
         self.constants: dict[str, dict[str, Any]] = {}
         self._links: dict[str, list[str]] = {}
         self.links: dict[str, dict[str, tuple[str, int]]] = {}
+        self.order: list[str] = []  # post-order of the cycle search: sources before their consumers
 
     def upstream_of(self, output: str) -> set[str]:
         """All nodes `output` depends on (itself included), each checked once."""
@@ -137,6 +140,7 @@ class _NodeChecker:
                 child = next(children, None)
                 if child is None:
                     colour[node_id] = 2
+                    self.order.append(node_id)
                     stack.pop()
                     path.pop()
                     continue

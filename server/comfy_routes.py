@@ -116,8 +116,7 @@ class ComfyRoutes:
                 raise BadRequest("number must be a number")
         if body.get("front"):
             number = -abs(number) if number else -self.app.queue.next_number()
-        item = QueueItem(number, prompt_id, [RunSpec(prompt, result.outputs, result.constants, result.links)],
-                         extra_data)
+        item = QueueItem(number, prompt_id, [RunSpec.of(prompt, result)], extra_data)
         self.app.queue.put(item)
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 

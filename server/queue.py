@@ -31,6 +31,11 @@ class RunSpec:
     outputs: list[str]
     constants: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)
+    order: list | None = None  # validation's dependency order, so the executor need not walk again
+
+    @classmethod
+    def of(cls, prompt: dict, validation) -> "RunSpec":
+        return cls(prompt, validation.outputs, validation.constants, validation.links, validation.order)
 
 
 @dataclass

@@ -162,6 +162,7 @@ class Worker:
     def _execute(self, item: QueueItem, run, sink: _ItemSink) -> ExecutionOutcome:
         try:
             return self.executor.execute(run.prompt, item.prompt_id, run.outputs, run.constants, links=run.links,
+                                         order=run.order,
                                          extra_data=item.extra_data, sink=sink, interrupt=self.interrupt)
         except Exception as exc:  # an engine bug: record it as the prompt's error
             log.exception("executor failed on prompt %s", item.prompt_id)

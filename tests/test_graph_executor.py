@@ -31,7 +31,8 @@ def registry():
 def run(executor, registry, prompt, prompt_id="p", **kw):
     result = validate_prompt(prompt, registry)
     assert result.ok, result.node_errors
-    return executor.execute(prompt, prompt_id, result.outputs, result.constants, links=result.links, **kw)
+    return executor.execute(prompt, prompt_id, result.outputs, result.constants, links=result.links,
+                            order=result.order, **kw)
 
 
 def chain(value=1, factor=2.0):

@@ -149,7 +149,7 @@ class TextToImagePlanner:
             result = validate_prompt(prompt, self.registry)
             if not result.ok:
                 raise ValueError(_validation_message(result))
-            runs.append(RunSpec(prompt, result.outputs, result.constants, result.links))
+            runs.append(RunSpec.of(prompt, result))
         return JobPlan(runs, [task.seed for task in tasks], steps.steps, warnings)
 
     def _base_model(self, requested: str, checkpoints: list[str], warnings: list[str]) -> str:
