@@ -6,6 +6,7 @@ Planner checks read the workflow the job would run (`JobPlan.runs[i].prompt`); r
 through HTTP against an in-process server. Jobs use 64x64 images and 2-4 steps.
 """
 import asyncio
+import base64
 import io
 import json
 import random
@@ -620,3 +621,25 @@ async def test_loras_change_the_image_and_inline_loras_apply(aiohttp_client, mod
     np.testing.assert_array_equal(with_inline, with_lora)
     again = pixels(await fetch(client, (await generate(client, base))[0]["url"]))
     np.testing.assert_array_equal(again, plain)  # the LoRA came off exactly
+
+
+async def test_step_preview_is_a_base64_png_unless_disabled(aiohttp_client, models_dir, tmp_path):
+    client, _, _ = await start(aiohttp_client, models_dir, tmp_path)
+    body = tiny({"prompt": "a cat", "style_selections": [], "async_process": True}, steps=3)
+    job = await (await post(client, T2I, body)).json()
+    await wait_for(client, job["job_id"])
+    query = {"job_id": job["job_id"], "require_step_preview": "true"}
+    preview = (await (await client.get("/v1/generation/query-job", params=query)).json())["job_step_preview"]
+    decoded = pixels(base64.b64decode(preview))
+    assert decoded.ndim == 3 and decoded.shape[2] == 3
+    # the old spelling of the parameter works too; without it there is no preview
+    old = {"job_id": job["job_id"], "require_step_preivew": "true"}
+    assert (await (await client.get("/v1/generation/query-job", params=old)).json())["job_step_preview"] == preview
+    plain = await (await client.get("/v1/generation/query-job", params={"job_id": job["job_id"]})).json()
+    assert plain["job_step_preview"] is None
+    hidden = await (await post(client, T2I, {**body, "advanced_params": {"overwrite_step": 2,
+                                                                         "disable_preview": True}})).json()
+    await wait_for(client, hidden["job_id"])
+    answer = await (await client.get("/v1/generation/query-job",
+                                     params={"job_id": hidden["job_id"], "require_step_preview": "true"})).json()
+    assert answer["job_step_preview"] is None
