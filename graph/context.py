@@ -73,7 +73,10 @@ class NodeContext:
             raise Interrupted()
 
     def progress(self, value: float, total: float, preview: Any = None) -> None:
-        """Report progress of this node (value of total); raises Interrupted when asked to stop."""
+        """Report progress of this node (value of total); raises Interrupted when asked to stop.
+
+        `preview` is an image, or a callable that makes one: it is only called if someone
+        (a websocket client, a job asking for step previews) will look at it."""
         self.check_interrupt()
         self.sink.send("progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": self.node_id})
         if self.on_progress is not None:

@@ -14,7 +14,9 @@ from typing import Any, Iterable
 from .registry import NodeRegistry
 from .schema import NodeSchema, InputSpec, types_compatible
 
-LIST_DISPLAY_LIMIT = 20
+# ComfyUI abbreviates option lists over 20 as "(list of length N)"; we name up to 64 valid values
+# (every sampler and scheduler), so the error says what would have been accepted.
+LIST_DISPLAY_LIMIT = 64
 
 
 def is_link(value: Any) -> bool:

@@ -67,8 +67,18 @@ class EventHub:
         """Queue a JSON event for `sid` (or everyone when broadcast or sid is None)."""
         self._put(("json", {"type": event, "data": data}, None if broadcast else sid))
 
+    def has_listener(self, sid: str | None) -> bool:
+        return bool(self.sockets) if sid is None else sid in self.sockets
+
     def publish_image(self, image: Any, *, sid: str | None, prompt_id: str, node_id: str, full_size: bool) -> None:
+        """Queue an image frame; `image` may be a callable, called only when a client listens."""
+        if not self.has_listener(sid):
+            return
         try:
+            if callable(image):
+                image = image()
+                if image is None:
+                    return
             fmt, payload = encode_image(image, full_size, self.preview_size)
         except Exception:  # a node handed something that is not an image: log, never break the run
             log.exception("could not encode a preview image of node %s", node_id)

@@ -76,14 +76,10 @@ class _JobObserver:
         self.jobs.store.update_progress(self.record.job_id, self.record.progress, status)
 
     def on_image(self, image: Any, node_id: str, full_size: bool) -> None:
+        """Keep the latest step preview; it is rendered only when a client asks for it."""
         if full_size or self.record.params.get("advanced_params", {}).get("disable_preview"):
             return
-        try:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-        except Exception:
-            return
-        self.jobs.previews[self.record.job_id] = base64.b64encode(buffer.getvalue()).decode()
+        self.jobs.previews[self.record.job_id] = image
 
     def on_run_finished(self, index: int, outcome) -> None:
         seed = self.plan.seeds[index] if index < len(self.plan.seeds) else -1
@@ -252,8 +248,27 @@ class FooocusJobs:
             return None
         preview = None
         if require_step_preview and not record.params.get("advanced_params", {}).get("disable_preview"):
-            preview = self.previews.get(job_id)
+            preview = self._rendered_preview(job_id)
         return record.to_query_response(step_preview=preview, base64_loader=self.base64_of)
+
+    def _rendered_preview(self, job_id: str) -> str | None:
+        """The latest step preview as raw base64 PNG (rendered once, then kept as text)."""
+        latest = self.previews.get(job_id)
+        if latest is None or isinstance(latest, str):
+            return latest
+        try:
+            image = latest() if callable(latest) else latest
+            if image is None:
+                return None
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+        except Exception:
+            log.exception("could not render the step preview of job %s", job_id)
+            return None
+        text = base64.b64encode(buffer.getvalue()).decode()
+        if self.previews.get(job_id) is latest:  # a newer step may have replaced it meanwhile
+            self.previews[job_id] = text
+        return text
 
     def queue_full_response(self, job_type: str, asynchronous: bool):
         return queue_full_async_response(job_type) if asynchronous else [queue_full_item()]
