@@ -19,7 +19,7 @@ from models.sampling.registry import get_sampler, make_sigmas
 
 from .handles import ModelHandle
 from .lora_runtime import running_unet
-from .previews import latent_preview
+from .previews import make_previewer
 
 
 def latent_to_model(model: ModelHandle, samples: torch.Tensor) -> torch.Tensor:
@@ -144,13 +144,14 @@ def sample(model: ModelHandle, positive, negative, latent: dict, *, seed: int, s
 
 
 def step_callback(model: ModelHandle, progress, total: int, previews: bool, offset: int = 0, overall: int | None = None):
-    """Per-step progress (with a cheap preview image); an interrupt raises from inside it."""
+    """Per-step progress (with a preview image: TAESD or a linear map); an interrupt raises from inside it."""
     if progress is None:
         return None
     overall = overall or total
+    previewer = make_previewer(model.family, model.info) if previews else None
 
     def callback(info: dict) -> None:
-        preview = latent_preview(model.family, info["denoised"]) if previews else None
+        preview = previewer(info["denoised"]) if previewer is not None else None
         # Adaptive samplers (dpm_adaptive) take more steps than the schedule has: clamp, as
         # ComfyUI's progress bar does, so clients never see value > max.
         progress(offset + min(info["i"] + 1, total), overall, preview)
