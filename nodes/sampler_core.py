@@ -151,7 +151,8 @@ def step_callback(model: ModelHandle, progress, total: int, previews: bool, offs
     previewer = make_previewer(model.family, model.info) if previews else None
 
     def callback(info: dict) -> None:
-        preview = previewer(info["denoised"]) if previewer is not None else None
+        # a callable: the preview is only rendered if a websocket client or a job query wants it
+        preview = (lambda denoised=info["denoised"]: previewer(denoised)) if previewer is not None else None
         # Adaptive samplers (dpm_adaptive) take more steps than the schedule has: clamp, as
         # ComfyUI's progress bar does, so clients never see value > max.
         progress(offset + min(info["i"] + 1, total), overall, preview)

@@ -95,7 +95,8 @@ class RecordingSink:
         pass
 
     def send_image(self, image, *, prompt_id, node_id, full_size) -> None:
-        self.previews.append(image)
+        # previews come as renderers, called only by a listener: this sink always listens
+        self.previews.append(image() if callable(image) else image)
 
 
 PROMPT = {

@@ -79,6 +79,8 @@ class _JobObserver:
         """Keep the latest step preview; it is rendered only when a client asks for it."""
         if full_size or self.record.params.get("advanced_params", {}).get("disable_preview"):
             return
+        if callable(image) and self.record.job_id in self.jobs.previews_wanted:
+            image = image()  # render now, inside the node (where the TAESD decoder is at hand)
         self.jobs.previews[self.record.job_id] = image
 
     def on_run_finished(self, index: int, outcome) -> None:
@@ -122,7 +124,8 @@ class FooocusJobs:
         self.queue_history = queue_history
         self.webhook_url = webhook_url
         self.is_sampler_node = sampler_nodes
-        self.previews: dict[str, str] = {}
+        self.previews: dict[str, Any] = {}  # job id -> latest step preview (image, renderer or base64)
+        self.previews_wanted: set[str] = set()  # jobs a client asked step previews of
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
 
     # --- submission ---------------------------------------------------------------------------
@@ -227,6 +230,7 @@ class FooocusJobs:
         self.store.delete(job_id)
         self._delete_files(record)
         self.previews.pop(job_id, None)
+        self.previews_wanted.discard(job_id)
         return record
 
     def _delete_files(self, record: JobRecord) -> None:
@@ -248,6 +252,7 @@ class FooocusJobs:
             return None
         preview = None
         if require_step_preview and not record.params.get("advanced_params", {}).get("disable_preview"):
+            self.previews_wanted.add(job_id)
             preview = self._rendered_preview(job_id)
         return record.to_query_response(step_preview=preview, base64_loader=self.base64_of)
 
