@@ -9,7 +9,7 @@ from models.lora_patch import LoraPatcher
 from models.text_encoders import load_text_encoder
 from models.tokenizer import CLIPTokenizer, load_clip_tokenizer
 
-from .handles import ClipHandle, ModelHandle, VaeHandle
+from .sockets import ClipSocket, ModelSocket, VaeSocket
 from .runtime import manage, services
 
 TINY_TOKENIZER_DIR = "text_encoders/tiny_clip_tokenizer"
@@ -66,16 +66,16 @@ class CheckpointLoaderSimple:
         # one key map of the whole checkpoint, so no patcher calls another part's keys unmatched
         key_map = checkpoint_lora_key_map(loaded.info.family, unet=loaded.unet, clip_l=clip_parts.get("clip_l"),
                                           clip_g=clip_parts.get("clip_g"))
-        model = ModelHandle(manage(loaded.unet, f"{ckpt_name} unet"), loaded.info, ckpt_name,
+        model = ModelSocket(manage(loaded.unet, f"{ckpt_name} unet"), loaded.info, ckpt_name,
                             patcher=LoraPatcher({"unet": loaded.unet}, key_map))
         clip = None
         if encoder is not None:
             networks = tuple(manage(network, f"{ckpt_name} {part}") for part, network in clip_parts.items())
-            clip = ClipHandle(encoder, networks, loaded.info.family, ckpt_name,
+            clip = ClipSocket(encoder, networks, loaded.info.family, ckpt_name,
                               patcher=LoraPatcher(clip_parts, key_map))
         vae = None
         if loaded.vae is not None:
-            vae = VaeHandle(manage(loaded.vae, f"{ckpt_name} vae", keep_float32=True), ckpt_name)
+            vae = VaeSocket(manage(loaded.vae, f"{ckpt_name} vae", keep_float32=True), ckpt_name)
         return (model, clip, vae)
 
 
@@ -90,7 +90,7 @@ class VAELoader:
 
     def load_vae(self, vae_name):
         vae = load_vae(services().folders.path("vae", vae_name))
-        return (VaeHandle(manage(vae, vae_name, keep_float32=True), vae_name),)
+        return (VaeSocket(manage(vae, vae_name, keep_float32=True), vae_name),)
 
 
 class CLIPSetLastLayer:

@@ -17,12 +17,12 @@ from models.sampling.model_sampling import make_denoiser, model_sampling_for_sch
 from models.sampling.noise import prepare_noise
 from models.sampling.registry import get_sampler, make_sigmas
 
-from .handles import ModelHandle
+from .sockets import ModelSocket
 from .lora_runtime import running_unet
 from .previews import make_previewer
 
 
-def latent_to_model(model: ModelHandle, samples: torch.Tensor) -> torch.Tensor:
+def latent_to_model(model: ModelSocket, samples: torch.Tensor) -> torch.Tensor:
     """Raw VAE latents -> the UNet's latent space (scale, and per-channel statistics for EDM files)."""
     info = model.info
     if info.latents_mean is not None and info.latents_std is not None:
@@ -32,7 +32,7 @@ def latent_to_model(model: ModelHandle, samples: torch.Tensor) -> torch.Tensor:
     return samples * info.latent_scale_factor
 
 
-def latent_from_model(model: ModelHandle, latents: torch.Tensor) -> torch.Tensor:
+def latent_from_model(model: ModelSocket, latents: torch.Tensor) -> torch.Tensor:
     info = model.info
     if info.latents_mean is not None and info.latents_std is not None:
         mean = torch.tensor(info.latents_mean).view(1, -1, 1, 1)
@@ -41,7 +41,7 @@ def latent_from_model(model: ModelHandle, latents: torch.Tensor) -> torch.Tensor
     return latents / info.latent_scale_factor
 
 
-def conditioning_kwargs(model: ModelHandle, conditioning, width: int, height: int,
+def conditioning_kwargs(model: ModelSocket, conditioning, width: int, height: int,
                         adm_scaler: float | None = None, aesthetic_score: float = 6.0) -> dict:
     """The UNet's keyword inputs for one CONDITIONING: `context` tokens and, for SDXL, `y`."""
     if not conditioning:
@@ -76,7 +76,7 @@ class Guidance:
     adm_scalers: tuple[float, float, float] | None = None  # (positive, negative, end): Fooocus ADM
 
 
-def build_denoiser(model: ModelHandle, unet, positive, negative, guidance: Guidance, width: int, height: int,
+def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guidance, width: int, height: int,
                    model_sampling, device, dtype):
     """A CFG denoiser over `unet` (already on device) for one model and its conditioning."""
     adm = guidance.adm_scalers
@@ -97,7 +97,7 @@ def build_denoiser(model: ModelHandle, unet, positive, negative, guidance: Guida
     return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)
 
 
-def schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, sampler_name: str):
+def schedule(model: ModelSocket, scheduler: str, steps: int, denoise: float, sampler_name: str):
     """(model sampling used by the sampler, sigmas) for this model and scheduler."""
     base = model.model_sampling()
     sampling = model_sampling_for_scheduler(scheduler, base)
@@ -111,7 +111,7 @@ def initial_noise(latent: dict, seed: int) -> torch.Tensor:
     return prepare_noise(samples.shape, seed, latent.get("batch_index"))
 
 
-def sample(model: ModelHandle, positive, negative, latent: dict, *, seed: int, steps: int, guidance: Guidance,
+def sample(model: ModelSocket, positive, negative, latent: dict, *, seed: int, steps: int, guidance: Guidance,
            sampler_name: str, scheduler: str, denoise: float = 1.0, add_noise: bool = True, start_step: int = 0,
            last_step: int | None = None, force_full_denoise: bool = True, progress=None,
            previews: bool = True) -> dict:
@@ -143,7 +143,7 @@ def sample(model: ModelHandle, positive, negative, latent: dict, *, seed: int, s
     return out
 
 
-def step_callback(model: ModelHandle, progress, total: int, previews: bool, offset: int = 0, overall: int | None = None):
+def step_callback(model: ModelSocket, progress, total: int, previews: bool, offset: int = 0, overall: int | None = None):
     """Per-step progress (with a preview image: TAESD or a linear map); an interrupt raises from inside it."""
     if progress is None:
         return None

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .handles import ClipHandle
+from .sockets import ClipSocket
 from .lora_runtime import running_encoder
 
 
-def encode(clip: ClipHandle, text: str, rescale_mean: bool = False):
+def encode(clip: ClipSocket, text: str, rescale_mean: bool = False):
     """(tokens [1, 77k, D], pooled [1, P]) on the CPU in fp32, for caching between runs."""
     if clip is None:
         raise ValueError("this checkpoint has no text encoder (clip input is empty)")

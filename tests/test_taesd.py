@@ -74,12 +74,12 @@ def test_preview_decodes_the_unet_latent_like_a_diffusers_pipeline(decoder_file)
 
 def test_latents_with_their_own_statistics_are_previewed_in_the_standard_space():
     from models.detection import CheckpointInfo
-    from nodes.handles import ModelHandle
+    from nodes.sockets import ModelSocket
     from nodes.sampler_core import latent_from_model
 
     info = CheckpointInfo(family="sdxl", unet=None, latent_scale_factor=0.5, text_encoders=(),
                           latents_mean=(0.1, -0.2, 0.3, 0.0), latents_std=(0.9, 1.1, 0.8, 1.2))
-    model = ModelHandle(network=None, info=info, name="edm")
+    model = ModelSocket(network=None, info=info, name="edm")
     denoised = torch.randn(1, 4, 3, 3)
     expected = latent_from_model(model, denoised) * 0.13025
     torch.testing.assert_close(_standard_space(info)(denoised), expected)

@@ -1,6 +1,6 @@
-"""What flows on the MODEL, CLIP and VAE sockets: immutable handles around loaded networks.
+"""What flows on the MODEL, CLIP and VAE sockets: immutable values around loaded networks.
 
-Nodes never mutate a handle they receive; they return a changed copy (`with_changes`), so
+Nodes never mutate a socket value they receive; they return a changed copy (`with_changes`), so
 cached outputs upstream stay valid. The networks themselves are shared between copies; weight
 patches (LoRA) are recorded here and applied by the sampler/encoder just before use.
 """
@@ -14,7 +14,7 @@ from models.sampling.model_sampling import ContinuousEDMModelSampling, DiscreteM
 
 
 @dataclass(frozen=True)
-class ModelHandle:
+class ModelSocket:
     """MODEL: a diffusion UNet, what it is, and the patches to apply when it runs."""
 
     network: Any  # the UNet under the model manager (models.manager.ModelHandle or runtime.Unmanaged)
@@ -24,7 +24,7 @@ class ModelHandle:
     loras: tuple = ()  # ((lora file path, strength), ...) applied to the UNet when it runs
     output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
 
-    def with_changes(self, **changes) -> "ModelHandle":
+    def with_changes(self, **changes) -> "ModelSocket":
         return replace(self, **changes)
 
     @property
@@ -42,7 +42,7 @@ class ModelHandle:
 
 
 @dataclass(frozen=True)
-class ClipHandle:
+class ClipSocket:
     """CLIP: a prompt encoder (SD1.5, SDXL or refiner), the layer to read, and its LoRA patches."""
 
     encoder: Any  # models.text_encoders.SD15TextEncoder | SDXLTextEncoder | SDXLRefinerTextEncoder
@@ -53,12 +53,12 @@ class ClipHandle:
     patcher: Any = None  # models.lora_patch.LoraPatcher over the text encoders
     loras: tuple = ()  # ((lora file path, strength), ...) applied to the text encoders
 
-    def with_changes(self, **changes) -> "ClipHandle":
+    def with_changes(self, **changes) -> "ClipSocket":
         return replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class VaeHandle:
+class VaeSocket:
     """VAE: the autoencoder. LATENT values hold its raw latents; the MODEL scales them (as ComfyUI)."""
 
     network: Any  # models.vae.AutoencoderKL under the model manager
