@@ -234,15 +234,19 @@ class _FooocusRun:
                                   switcher.callback, self.seed, device)
         return {**latent, "samples": latent_from_model(model, result.float().cpu())}
 
+    def _base_part(self, model, positive, negative, latent, sigmas, base_sigmas):
+        """The base model's share of a two-model run: from the start to the switch step."""
+        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
+            denoiser = self._denoiser(model, unet, positive, negative, latent["samples"], device, dtype)
+            callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
+            return self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback,
+                                self.seed, device)
+
     def separate(self, model, positive, negative, refiner, latent, sigmas, switch):
         refiner_model, refiner_positive, refiner_negative = refiner
         base_sigmas, refiner_sigmas = split_sigmas_for_refiner(sigmas, switch, "separate")
         samples = latent["samples"]
-        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
-            denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
-            callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
-            x = self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback, self.seed,
-                             device)
+        x = self._base_part(model, positive, negative, latent, sigmas, base_sigmas)
         with running_unet(refiner_model) as (refiner_unet, device, dtype), torch.inference_mode():
             denoiser = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples,
                                       device, dtype)
@@ -255,12 +259,7 @@ class _FooocusRun:
         """Base to sigma 0, decode with the base VAE, encode with the refiner's, refine with fresh noise."""
         refiner_model, refiner_positive, refiner_negative = refiner
         base_sigmas, refiner_sigmas = split_sigmas_for_refiner(sigmas, switch, "vae")
-        samples = latent["samples"]
-        with running_unet(model) as (unet, device, dtype), torch.inference_mode():
-            denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
-            callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
-            x = self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback, self.seed,
-                             device)
+        x = self._base_part(model, positive, negative, latent, sigmas, base_sigmas)
         images = decode_latents(vae, latent_from_model(model, x.float().cpu()))
         refined_latent = {"samples": encode_images(refiner_vae, images)}
         refiner_sampling = refiner_model.model_sampling()
