@@ -467,7 +467,7 @@ async def test_refiner_switch_joint_and_separate(aiohttp_client, models_dir, tmp
     # an SD1.5 refiner through the VAE: base to sigma 0, decode, re-encode, refine with new noise
     [base_only] = await generate(client, tiny({**body, "refiner_model_name": "None"}, steps=4))
     base_pixels = pixels(await fetch(client, base_only["url"]))
-    [item] = await generate(client, tiny({**body, "refiner_model_name": "tiny-sd15.safetensors", "refiner_switch": 0.5,
+    [item] = await generate(client, tiny({**body, "refiner_model_name": "tiny-sd15.safetensors", "refiner_switch": 0.1,
                                           "advanced_params": {"refiner_swap_method": "vae"}}, steps=4))
     data = await fetch(client, item["url"])
     assert read_metadata(data).parsed["refiner_model"] == "tiny-sd15"
