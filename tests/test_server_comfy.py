@@ -261,3 +261,13 @@ async def test_feature_flags_negotiation(client):
     await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
     reply = await asyncio.wait_for(ws.receive_json(), 5)
     assert reply["type"] == "feature_flags" and reply["data"]["supports_preview_metadata"] is True
+
+
+async def test_request_body_size_limit(aiohttp_client, toy_app_factory):
+    client = await aiohttp_client(toy_app_factory(max_upload_size_mb=0.01).make_web_app())
+    big = json.dumps({"prompt": chain_prompt(), "extra_data": {"padding": "x" * 20000}})
+    response = await client.post("/prompt", data=big)
+    assert response.status == 413
+    assert (await client.post("/prompt", json={"prompt": chain_prompt()})).status == 200
+    assert (await client.get("/features")).status == 200
+    assert (await (await client.get("/features")).json())["max_upload_size"] == int(0.01 * 1024 * 1024)
