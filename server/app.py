@@ -71,7 +71,7 @@ class App:
                 "temp": Path(self.config.temp_dir)}[kind]
 
     def worker_node_for(self, prompt_id: str) -> str | None:
-        return None
+        return self.worker.executing_node(prompt_id)
 
     def features(self) -> dict:
         return {"supports_preview_metadata": True, "max_upload_size": int(self.config.max_upload_size_mb * 1024 * 1024)}

@@ -320,8 +320,9 @@ class ComfyRoutes:
         try:
             await ws.send_json({"type": "status", "data": {**self.app.status_payload(), "sid": sid}})
             for item in self.app.queue.running():
-                if item.client_id == sid and self.app.worker_node_for(item.prompt_id):
-                    await ws.send_json({"type": "executing", "data": {"node": self.app.worker_node_for(item.prompt_id),
+                node = self.app.worker_node_for(item.prompt_id) if item.client_id == sid else None
+                if node is not None:
+                    await ws.send_json({"type": "executing", "data": {"node": node, "display_node": node,
                                                                       "prompt_id": item.prompt_id}})
             async for message in ws:
                 if message.type == WSMsgType.TEXT:

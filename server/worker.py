@@ -32,8 +32,11 @@ class _ItemSink:
         self.hub = hub
         self.item = item
         self.sid = item.client_id
+        self.executing: str | None = None  # the node running now (a reconnecting client is told)
 
     def send(self, event: str, data: dict) -> None:
+        if event == "executing":
+            self.executing = data.get("node")
         observer = self.item.observer
         if observer is not None:
             try:
@@ -80,6 +83,7 @@ class Worker:
         self._free_lock = threading.Lock()
         self._stopping = False
         self.current: QueueItem | None = None
+        self._sink: _ItemSink | None = None
         self._last_gc = 0.0
 
     def start(self) -> None:
@@ -92,6 +96,13 @@ class Worker:
         self.interrupt.request()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def executing_node(self, prompt_id: str) -> str | None:
+        """The node the worker runs now for `prompt_id`, if that prompt is the running one."""
+        sink = self._sink
+        if sink is None or self.current is None or self.current.prompt_id != prompt_id:
+            return None
+        return sink.executing
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
         """POST /free: applied after the running prompt, or at once by the idle worker."""
@@ -131,7 +142,7 @@ class Worker:
 
     def _run(self, item: QueueItem) -> None:
         self.interrupt.clear()
-        sink = _ItemSink(self.hub, item)
+        sink = self._sink = _ItemSink(self.hub, item)
         observer = item.observer
         if observer is not None:
             observer.on_start()

@@ -271,3 +271,28 @@ async def test_request_body_size_limit(aiohttp_client, toy_app_factory):
     assert (await client.post("/prompt", json={"prompt": chain_prompt()})).status == 200
     assert (await client.get("/features")).status == 200
     assert (await (await client.get("/features")).json())["max_upload_size"] == int(0.01 * 1024 * 1024)
+
+
+async def test_reconnecting_client_is_told_the_running_node(client):
+    ws = await client.ws_connect("/ws?clientId=again")
+    await ws.receive_json()
+    body = await (await client.post("/prompt", json={"client_id": "again", "prompt": {
+        "n": {"class_type": "Number", "inputs": {"value": 1}},
+        "slow": {"class_type": "Slow", "inputs": {"x": ["n", 0], "steps": 400, "delay": 0.01}},
+        "out": {"class_type": "Output", "inputs": {"value": ["slow", 0]}}}})).json()
+
+    async def until_progress():
+        async for message in ws:
+            if json.loads(message.data)["type"] == "progress":
+                return
+    await asyncio.wait_for(until_progress(), 10)
+    await ws.close()
+    again = await client.ws_connect("/ws?clientId=again")
+    first = await again.receive_json()
+    assert first["type"] == "status" and first["data"]["sid"] == "again"
+    second = await asyncio.wait_for(again.receive_json(), 5)
+    while second["type"] != "executing":
+        second = await asyncio.wait_for(again.receive_json(), 5)
+    assert second["data"] == {"node": "slow", "display_node": "slow", "prompt_id": body["prompt_id"]}
+    await client.post("/interrupt")
+    await again.close()
