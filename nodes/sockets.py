@@ -38,7 +38,7 @@ class ModelSocket:
             return ContinuousEDMModelSampling(info.sigma_min or 0.002, info.sigma_max or 80.0, 0.5, "edm")
         if info.prediction == "v_edm":  # CosXL-style v-prediction EDM
             return ContinuousEDMModelSampling(info.sigma_min or 0.002, info.sigma_max or 120.0, 1.0, "v")
-        return DiscreteModelSampling(info.prediction)  # "eps" or "v" (zero-terminal-SNR not rescaled yet)
+        return DiscreteModelSampling(info.prediction, zero_terminal_snr=info.zero_terminal_snr)  # "eps" or "v"
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,21 @@ def test_every_sampler_needs_explicit_randomness():
     sigmas = torch.tensor([1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="generator"):
         get_sampler("euler_ancestral").function(lambda x, s: x * 0, x, sigmas)
+
+
+def test_zero_terminal_snr_rescale_matches_diffusers():
+    """v-prediction checkpoints marked `ztsnr`: the rescaled alpha products equal diffusers'
+    rescale_zero_terminal_snr; the last one is kept just above 0 so sigma_max stays finite."""
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr as oracle
+    from models.sampling.model_sampling import DiscreteModelSampling, ZERO_SNR_LAST_ALPHA_CUMPROD
+
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    expected = torch.cumprod(1.0 - oracle(betas), dim=0)
+    sampling = DiscreteModelSampling("v", zero_terminal_snr=True)
+    torch.testing.assert_close(sampling.alphas_cumprod[:-1].double(), expected[:-1], rtol=1e-5, atol=1e-9)
+    assert float(expected[-1]) == 0.0
+    assert float(sampling.alphas_cumprod[-1]) == pytest.approx(ZERO_SNR_LAST_ALPHA_CUMPROD)
+    assert sampling.sigma_max == pytest.approx(((1 - ZERO_SNR_LAST_ALPHA_CUMPROD) / ZERO_SNR_LAST_ALPHA_CUMPROD) ** 0.5,
+                                               rel=1e-4)
+    plain = DiscreteModelSampling("v")
+    assert plain.sigma_max == pytest.approx(14.6146, rel=1e-4)

@@ -35,6 +35,22 @@ def scaled_linear_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+# What the last alpha product becomes after the zero-terminal-SNR rescale: exactly 0 would make
+# sigma_max infinite; this keeps the last sigma finite (about 4519), as ComfyUI does.
+ZERO_SNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Shift and scale sqrt(alpha_bar) so the last step has zero signal (Lin et al. 2023, alg. 1),
+    keeping the first step's value; used by v-prediction checkpoints marked `ztsnr`."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    rescaled = root ** 2
+    rescaled[-1] = ZERO_SNR_LAST_ALPHA_CUMPROD
+    return rescaled
+
+
 def _interpolate_log_sigma(log_sigmas: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """exp of the log-sigma table read at a fractional index (linear in log sigma)."""
     index = index.float().clamp(0, len(log_sigmas) - 1)
@@ -160,8 +176,10 @@ class DiscreteModelSampling(ModelSampling):
     """
 
     def __init__(self, prediction: str = "eps", beta_start: float = 0.00085, beta_end: float = 0.012,
-                 num_timesteps: int = 1000):
+                 num_timesteps: int = 1000, zero_terminal_snr: bool = False):
         alphas_cumprod = scaled_linear_alphas_cumprod(beta_start, beta_end, num_timesteps)
+        if zero_terminal_snr:
+            alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
         sigmas = ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
         super().__init__(sigmas.float(), prediction, sigma_data=1.0)
         self.alphas_cumprod = alphas_cumprod.float()
