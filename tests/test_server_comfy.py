@@ -286,7 +286,7 @@ async def test_reconnecting_client_is_told_the_running_node(client):
             if json.loads(message.data)["type"] == "progress":
                 return
     await asyncio.wait_for(until_progress(), 10)
-    await ws.close()
+    # the client comes back on a new socket (the old one is dropped without a goodbye)
     again = await client.ws_connect("/ws?clientId=again")
     first = await again.receive_json()
     assert first["type"] == "status" and first["data"]["sid"] == "again"
