@@ -36,7 +36,9 @@ def toy_planner(registry):
         runs, seeds = [], []
         for index in range(params.get("image_number", 1)):
             producer = "Fail" if "fail" in params.get("prompt", "") and index == 1 else "Slow"
-            prompt = {"n": {"class_type": "Number", "inputs": {"value": index}},
+            # the value differs per job, so the executor cache cannot make a job instant
+            value = (int(job_id.replace("-", "")[:6], 16) + index) % 1000 if job_id else index
+            prompt = {"n": {"class_type": "Number", "inputs": {"value": value}},
                       "sample": {"class_type": producer, "inputs": {"x": ["n", 0], "steps": steps, "delay": 0.02}},
                       "save": {"class_type": "ToySave", "inputs": {"value": ["sample", 0], "job_id": job_id,
                                                                    "index": index}}}

@@ -278,7 +278,7 @@ def test_recover_after_restart(tmp_path):
     assert sorted(r.job_id for r in result.failed) == ["job-001", "job-009"]
     crashed = s.get("job-001")
     assert crashed.stage is JobStage.ERROR and crashed.error == RESTART_RUNNING_REASON
-    assert crashed.finished_ms == 9000 and crashed.status == "Step 5/30"
+    assert crashed.finished_ms == 9000 and crashed.status == "Error: server restarted while the job was running"
     assert crashed.to_sync_response() == [{"base64": None, "url": None, "seed": "1001", "finish_reason": "ERROR"}]
     assert s.get("job-009").error == RESTART_WAITING_REASON
     assert s.get("job-003").stage is JobStage.SUCCESS  # finished jobs untouched

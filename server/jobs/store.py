@@ -316,8 +316,10 @@ class JobStore:
                 for rec in map(_row_to_record, rows):
                     if rec.stage is JobStage.RUNNING:
                         rec.mark_failed(RESTART_RUNNING_REASON, at_ms=at)
+                        rec.status = f"Error: {RESTART_RUNNING_REASON}"  # query-job says why
                     elif policy is RecoveryPolicy.FAIL_ALL or not rec.params:
                         rec.mark_failed(RESTART_WAITING_REASON, at_ms=at)
+                        rec.status = f"Error: {RESTART_WAITING_REASON}"
                     else:
                         result.requeue.append(rec)
                         continue
