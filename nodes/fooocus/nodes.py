@@ -116,7 +116,10 @@ class FooocusPromptExpansion:
     def expand(self, text, seed):
         if self._expansion is None:
             folder = Path(services().folders.root) / EXPANSION_FOLDER
-            self._expansion = FooocusExpansion.from_folder(folder)
+            manager = services().models
+            # GPT-2 runs where the diffusion models run (float32: its sampling is seeded per image)
+            device = manager.device if manager is not None else "cpu"
+            self._expansion = FooocusExpansion.from_folder(folder, device=device)
         result = self._expansion.expand(text, seed)
         if not result.expanded:
             graph_context.current().log.warning("prompt expansion skipped: %s", result.message)
