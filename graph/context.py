@@ -24,6 +24,9 @@ class EventSink(Protocol):
 
     def send_image(self, image: Any, *, prompt_id: str, node_id: str, full_size: bool) -> None: ...
 
+    # Optional: `wants(event) -> bool` says whether an event nobody listens to may be skipped
+    # (the executor asks before building `progress_state` snapshots).
+
 
 class NullSink:
     def send(self, event: str, data: dict) -> None:

@@ -103,6 +103,9 @@ class _Run:
         self.schemas: dict[str, NodeSchema] = {nid: executor.registry.get(n["class_type"]) for nid, n in prompt.items()}
         self.reported_blockers: set[int] = set()
         self.links: dict[str, dict[str, tuple[str, int]]] = {}
+        wants = getattr(sink, "wants", None)
+        # per-node state snapshots (ComfyUI's progress_state) only when someone listens
+        self.node_states: dict[str, dict] | None = {} if wants is not None and wants("progress_state") else None
         self.known_links = known_links or {}
         self.known_order = known_order
 
@@ -328,6 +331,7 @@ class _Run:
                 self.reported_blockers.add(id(blocker))
                 self._fail_blocked(node_id, blocker)
             return []
+        self._node_state(node_id, "running", 0, 1)
         self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
         instance = self._instance(node_id, schema)
         token = node_context.activate(self._context(node_id))
@@ -352,6 +356,7 @@ class _Run:
             node_context.deactivate(token)
         self._store(node_id, output, cache=True)
         self.outcome.executed.append(node_id)
+        self._node_state(node_id, "finished")
         if output.ui:
             self.outcome.outputs[node_id] = output.ui
             self.outcome.meta[node_id] = self._meta(node_id)
@@ -360,8 +365,26 @@ class _Run:
         return []
 
     def _context(self, node_id: str) -> NodeContext:
+        on_progress = (lambda nid, value, total: self._node_state(nid, "running", value, total)) \
+            if self.node_states is not None else None
         return NodeContext(self.prompt_id, node_id, self.schemas[node_id].name, self.x.services, self.sink,
-                           self.interrupt, self.log, self.extra_data)
+                           self.interrupt, self.log, self.extra_data, on_progress)
+
+    def _node_state(self, node_id: str, state: str, value: float | None = None, total: float | None = None) -> None:
+        """Send a `progress_state` snapshot of every node this prompt has started."""
+        if self.node_states is None:
+            return
+        entry = self.node_states.get(node_id) or {"value": 0, "max": 1, "state": state, "node_id": node_id,
+                                                   "prompt_id": self.prompt_id, "display_node_id": node_id,
+                                                   "parent_node_id": None, "real_node_id": node_id}
+        entry["state"] = state
+        if total is not None:
+            entry["value"], entry["max"] = value, total
+        elif state == "finished":
+            entry["value"] = entry["max"]
+        self.node_states[node_id] = entry
+        self.sink.send("progress_state", {"prompt_id": self.prompt_id,
+                                          "nodes": {nid: dict(e) for nid, e in self.node_states.items()}})
 
     def _store(self, node_id: str, output: CachedOutput, cache: bool) -> None:
         self.results[node_id] = output

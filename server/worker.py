@@ -34,6 +34,9 @@ class _ItemSink:
         self.sid = item.client_id
         self.executing: str | None = None  # the node running now (a reconnecting client is told)
 
+    def wants(self, event: str) -> bool:
+        return self.hub.has_listener(self.sid)
+
     def send(self, event: str, data: dict) -> None:
         if event == "executing":
             self.executing = data.get("node")

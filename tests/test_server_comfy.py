@@ -55,6 +55,17 @@ async def test_full_message_order_with_client_id(client):
     executing = [m["data"]["node"] for m in messages if m["type"] == "executing"]
     assert executing == ["n", "slow", "out", None]
     assert types.count("progress") == 2
+    # progress_state snapshots: each node announced running before its `executing`, finished after
+    for index, message in enumerate(messages):
+        if message["type"] == "executing" and message["data"]["node"] is not None:
+            before = messages[index - 1]
+            assert before["type"] == "progress_state"
+            assert before["data"]["nodes"][message["data"]["node"]]["state"] == "running"
+    last_state = [m for m in messages if m["type"] == "progress_state"][-1]["data"]
+    assert last_state["prompt_id"] == prompt_id
+    assert {n: e["state"] for n, e in last_state["nodes"].items()} == {"n": "finished", "slow": "finished",
+                                                                      "out": "finished"}
+    assert last_state["nodes"]["slow"]["value"] == last_state["nodes"]["slow"]["max"] == 2
     success = types.index("execution_success")
     assert types.index("executed") < success
     assert types[success + 1:] == ["status", "executing"]
