@@ -266,21 +266,25 @@ class TokenizerFilesMissing(FileNotFoundError):
         )
 
 
-def _open_clip_bundled_bpe() -> Path | None:
-    """open_clip ships the gz vocabulary inside its package; use it if the package is installed.
+# Packages that carry OpenAI's CLIP BPE vocabulary file (the one every SD text encoder uses):
+# clip-anytorch (a dependency of this project; its package is `clip`) and open_clip.
+BUNDLED_VOCABULARY_PACKAGES = ("clip", "open_clip")
 
-    Found through the import system's spec, without importing open_clip (it imports torch and more).
+
+def _open_clip_bundled_bpe() -> Path | None:
+    """The gz vocabulary shipped inside an installed package (see BUNDLED_VOCABULARY_PACKAGES).
+
+    Found through the import system's spec, without importing the package (they import torch and more).
     """
-    try:
-        spec = importlib.util.find_spec("open_clip")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / BPE_GZ_NAME
-        if candidate.is_file():
-            return candidate
+    for package in BUNDLED_VOCABULARY_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or ()) if spec is not None else ():
+            candidate = Path(location) / BPE_GZ_NAME
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -16,9 +16,8 @@ BANNER = """
  demo models are served. Every image they make is NOISE.
  Put real SDXL checkpoints (.safetensors) into {models_dir}/checkpoints/ (e.g.
  juggernautXL_v8Rundiffusion.safetensors from Civitai/Hugging Face, or
- sd_xl_base_1.0.safetensors from stabilityai/stable-diffusion-xl-base-1.0), LoRAs into
- {models_dir}/loras/, and the CLIP tokenizer (vocab.json + merges.txt) into
- {models_dir}/text_encoders/clip_tokenizer/. See README.md, "Model folders".
+ sd_xl_base_1.0.safetensors from stabilityai/stable-diffusion-xl-base-1.0) and LoRAs into
+ {models_dir}/loras/. See README.md, "Model folders".
 ==========================================================================================
 """
 
