@@ -10,6 +10,7 @@ from aiohttp import web
 from server.jobs import JobStore, WebhookSender
 
 from .docs import install_docs
+from .hashes import ModelHashes
 from .jobs import FooocusJobs, Planner
 from .metadata import EmbeddedMetadata, GenerationRecord, LoraRecord
 from .requests import MetaScheme
@@ -23,22 +24,39 @@ log = logging.getLogger(__name__)
 class FooocusImageWriter:
     """What the FooocusSaveImage node calls (through the node services) to write a job's image."""
 
-    def __init__(self, outputs: OutputStore) -> None:
+    def __init__(self, outputs: OutputStore, hashes: ModelHashes | None = None, folders=None) -> None:
         self.outputs = outputs
+        self.hashes = hashes
+        self.folders = folders
 
     def save(self, image, *, job_id: str, index: int, extension: str, save_name: str, scheme: str,
              metadata: dict) -> dict:
         embedded = None
         if scheme != "none" and metadata:
-            record = GenerationRecord(**{**metadata, "adm_guidance": tuple(metadata.get("adm_guidance", (1.5, 0.8, 0.3))),
-                                         "freeu": tuple(metadata["freeu"]) if metadata.get("freeu") else None,
-                                         "loras": tuple(LoraRecord(name, weight) for name, weight in metadata.get("loras", []))})
+            refiner = metadata.get("refiner_model", "None")
+            hashes = {"base_model_hash": self._model_hash("checkpoints", metadata.get("base_model")),
+                      "refiner_model_hash": self._model_hash("checkpoints", refiner) if refiner != "None" else ""}
+            loras = tuple(LoraRecord(name, weight, self._model_hash("loras", name))
+                          for name, weight in metadata.get("loras", []))
+            record = GenerationRecord(**{**metadata, **hashes, "loras": loras,
+                                         "adm_guidance": tuple(metadata.get("adm_guidance", (1.5, 0.8, 0.3))),
+                                         "freeu": tuple(metadata["freeu"]) if metadata.get("freeu") else None})
             embedded = EmbeddedMetadata.of(record, MetaScheme(scheme))
         saved = self.outputs.save(image, job_id=job_id, index=index, extension=extension, save_name=save_name,
                                   metadata=embedded)
         day, name = saved.relative_path.split("/", 1)
         return {"fooocus": {"url": saved.url, "path": str(saved.path)},
                 "image": {"filename": name, "subfolder": f"files/{day}", "type": "output"}}
+
+    def _model_hash(self, folder: str, name: str | None) -> str:
+        """The file's hash prefix; empty when there is no file (or no hasher): metadata never fails a job."""
+        if self.hashes is None or self.folders is None or not name:
+            return ""
+        try:
+            return self.hashes.sha256_prefix(self.folders.path(folder, name))
+        except OSError as exc:
+            log.warning("no hash for %s/%s: %s", folder, name, exc)
+            return ""
 
 
 class FooocusAPI:
@@ -62,7 +80,8 @@ class FooocusAPI:
         routes_options = {"request_params": request_params} if request_params is not None else {}
         self.routes = FooocusRoutes(self.jobs, self.outputs, vocabulary, self.list_models, style_names, free,
                                     **routes_options)
-        app.services.extras["fooocus_writer"] = FooocusImageWriter(self.outputs)
+        self.hashes = ModelHashes(Path(config.output_dir) / "model_hashes.json")
+        app.services.extras["fooocus_writer"] = FooocusImageWriter(self.outputs, self.hashes, app.folders)
 
     def list_models(self) -> dict:
         folders = self.app.folders
