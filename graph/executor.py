@@ -4,6 +4,10 @@ Cached nodes are skipped by never being scheduled; lazy inputs are pulled in onl
 `check_lazy_status` asks for them; a node exception becomes one `execution_error` record and the
 executor stays usable; interrupts are checked before every node call and inside nodes through
 their context.
+
+Node expansion (`{"expand": graph, "result": ...}`): the new nodes join a copy of the graph, are keyed
+and cached like any node, and run; then the expanding node resolves its result links to their values.
+Expansion is supported only when the node is called once (no list mapping over its inputs).
 """
 from __future__ import annotations
 
@@ -15,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from . import context as node_context
-from .cache import CachedOutput, compute_keys
+# the key format of compute_keys, reused for the keys of nodes added by expansion
+from .cache import CachedOutput, CacheKey, _constant_token, _Unique, compute_keys
 from .context import EventSink, InterruptFlag, NodeContext, NullSink
 from .errors import DependencyCycleError, Interrupted
 from .registry import NodeRegistry
 from .schema import NodeSchema
-from .validation import is_link, unwrap_constant
+from .validation import _coerce, is_link, unwrap_constant
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,10 @@ class _NodeFailed(Exception):
         self.node_id, self.error, self.inputs = node_id, error, inputs
 
 
+class ExpansionError(ValueError):
+    """A node returned an expansion the engine cannot add (duplicate id, unknown class, bad link)."""
+
+
 class Executor:
     """One per App. Holds the output cache and the V1 node instances between prompts."""
 
@@ -65,6 +74,8 @@ class Executor:
         self.cache = cache
         self.services = services
         self._instances: dict[tuple[str, str], Any] = {}
+        # keys of nodes the last prompt's expansions added, kept one more prompt (a changed expander reuses them)
+        self._expansion_keys: set = set()
         self.last_run_stats: dict[str, int] = {}
 
     def reset(self) -> None:
@@ -90,7 +101,8 @@ class _Run:
     def __init__(self, executor: Executor, prompt, prompt_id, outputs, constants, extra_data, sink, interrupt,
                  job_log, known_links=None, known_order=None) -> None:
         self.x = executor
-        self.prompt = prompt
+        self.prompt = prompt  # replaced by a copy when the first expansion adds nodes
+        self.original_prompt = prompt
         self.prompt_id = prompt_id
         self.outputs = list(outputs)
         self.constants = constants
@@ -108,6 +120,9 @@ class _Run:
         self.node_states: dict[str, dict] | None = {} if wants is not None and wants("progress_state") else None
         self.known_links = known_links or {}
         self.known_order = known_order
+        self.expansions: dict[str, tuple] = {}  # expanding node -> (its "result" with links, its ui)
+        self.parents: dict[str, str] = {}  # expanded node -> the node that expanded it
+        self.expansion_keys: set = set()
 
     def emit(self, event: str, data: dict) -> None:
         self.outcome.messages.append((event, data))
@@ -183,7 +198,7 @@ class _Run:
                             lambda nid: self.schemas[nid].not_idempotent, self.x.cache.canonical)
         self.keys = keys
         cache = self.x.cache
-        cache.begin_prompt(set(keys.values()))
+        cache.begin_prompt(set(keys.values()).union(self.x._expansion_keys))
         for node_id in order:
             hit = cache.get(keys[node_id])
             if hit is not None:
@@ -214,14 +229,22 @@ class _Run:
         else:
             self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()})
         finally:
+            self.x._expansion_keys = self.expansion_keys
             self.x.last_run_stats = {"executed": len(self.outcome.executed), "cached": len(self.outcome.cached)}
         return self.outcome
 
     def _class_of(self, node_id: str | None) -> str | None:
         return self.prompt[node_id]["class_type"] if node_id in self.prompt else None
 
+    def _display(self, node_id: str) -> str:
+        """Expanded nodes show as the top-level node that expanded them (ComfyUI's display node)."""
+        while node_id in self.parents:
+            node_id = self.parents[node_id]
+        return node_id
+
     def _meta(self, node_id: str) -> dict:
-        return {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
+        return {"node_id": node_id, "display_node": self._display(node_id), "parent_node": self.parents.get(node_id),
+                "real_node_id": node_id}
 
     def _fail(self, node_id: str, error: BaseException, inputs: dict) -> None:
         self.outcome.status = "error"
@@ -310,7 +333,9 @@ class _Run:
             else:
                 values[name] = result.values[index]
         for name, kind in schema.hidden.items():
-            if kind in ("PROMPT", "DYNPROMPT"):
+            if kind == "PROMPT":
+                values[name] = [self.original_prompt]
+            elif kind == "DYNPROMPT":
                 values[name] = [self.prompt]
             elif kind == "EXTRA_PNGINFO":
                 values[name] = [self.extra_data.get("extra_pnginfo")]
@@ -322,6 +347,8 @@ class _Run:
         """Runs a node; returns the producers of lazy inputs it still needs (then it runs again)."""
         if self.interrupt.is_set_for(self.prompt_id):
             raise Interrupted()
+        if self.expansions and node_id in self.expansions:
+            return self._finish_expansion(node_id)
         schema = self.schemas[node_id]
         inputs, unevaluated = self._resolve(node_id)
         blocker = self._find_blocker(inputs)
@@ -332,7 +359,8 @@ class _Run:
                 self._fail_blocked(node_id, blocker)
             return []
         self._node_state(node_id, "running", 0, 1)
-        self.emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        self.emit("executing", {"node": node_id, "display_node": self._display(node_id) if self.parents else node_id,
+                                "prompt_id": self.prompt_id})
         instance = self._instance(node_id, schema)
         token = node_context.activate(self._context(node_id))
         try:
@@ -347,6 +375,8 @@ class _Run:
                 results = self._call_lists(getattr(instance, schema.function), inputs, schema.input_is_list)
             finally:
                 self.outcome.node_seconds += time.perf_counter() - started
+            if len(results) == 1 and isinstance(results[0], dict) and "expand" in results[0]:
+                return self._expand(node_id, schema, results)
             output = self._collect(schema, results)
         except Interrupted:
             raise
@@ -354,14 +384,128 @@ class _Run:
             raise _NodeFailed(node_id, exc, inputs) from exc
         finally:
             node_context.deactivate(token)
+        self._finish(node_id, output)
+        return []
+
+    def _finish(self, node_id: str, output: CachedOutput) -> None:
         self._store(node_id, output, cache=True)
         self.outcome.executed.append(node_id)
         self._node_state(node_id, "finished")
         if output.ui:
-            self.outcome.outputs[node_id] = output.ui
-            self.outcome.meta[node_id] = self._meta(node_id)
-            self.emit("executed", {"node": node_id, "display_node": node_id, "output": output.ui,
-                                   "prompt_id": self.prompt_id})
+            self._report_ui(node_id, output.ui)
+
+    def _report_ui(self, node_id: str, ui: dict) -> None:
+        self.outcome.outputs[node_id] = ui
+        self.outcome.meta[node_id] = self._meta(node_id)
+        self.emit("executed", {"node": node_id, "display_node": self._display(node_id) if self.parents else node_id,
+                               "output": ui, "prompt_id": self.prompt_id})
+
+    # ---- node expansion -----------------------------------------------------------------------
+    def _expand(self, node_id: str, schema: NodeSchema, results: list) -> list[str]:
+        """Adds a returned expansion to this run; returns the nodes to run before `node_id` resolves."""
+        returned = results[0]
+        graph, result = returned["expand"], returned.get("result") or ()
+        where = f"{schema.name} (node {node_id}) returned an expansion"
+        if not isinstance(graph, Mapping):
+            raise ExpansionError(f"{where} that is not an object of node id -> node")
+        if not isinstance(result, (tuple, list)) or len(result) < len(schema.outputs):
+            raise ExpansionError(f"{where} whose result has {len(result) if isinstance(result, (tuple, list)) else 0} "
+                                 f"values; RETURN_TYPES declares {len(schema.outputs)}")
+        for new_id, node in graph.items():
+            if not isinstance(new_id, str) or new_id in self.schemas:
+                raise ExpansionError(f"{where} with node id {new_id!r}, which already exists in this prompt: "
+                                     "expanded ids must be unique (GraphBuilder(prefix) makes them so)")
+            class_type = node.get("class_type") if isinstance(node, dict) else None
+            if class_type not in self.x.registry or not isinstance(node.get("inputs", {}), dict):
+                raise ExpansionError(f"{where} whose node {new_id!r} has unknown class_type {class_type!r} "
+                                     "or inputs that are not an object")
+        self.prompt = dict(self.prompt) if self.prompt is self.original_prompt else self.prompt
+        for new_id, node in graph.items():
+            self.prompt[new_id], self.parents[new_id] = node, node_id
+            self.schemas[new_id] = self.x.registry.get(node["class_type"])
+        for new_id, node in graph.items():
+            self.constants[new_id], self.links[new_id] = self._expanded_inputs(new_id, node.get("inputs") or {}, graph)
+        self._key_expansion(graph)
+        wait = []
+        for slot, entry in enumerate(result[:len(schema.outputs)]):
+            if is_link(entry):
+                self._check_source(f"{where} whose result {slot}", entry[0], int(entry[1]), graph)
+                wait.append(entry[0])
+        wait.extend(new_id for new_id in graph if self.schemas[new_id].output_node)
+        ui = returned.get("ui")
+        ui = {key: value if isinstance(value, list) else [value] for key, value in ui.items()} if ui else None
+        self.expansions[node_id] = (tuple(result), ui)
+        wait = [nid for nid in dict.fromkeys(wait) if nid not in self.results]
+        return wait or self._finish_expansion(node_id)
+
+    def _expanded_inputs(self, node_id: str, inputs: Mapping, graph: Mapping) -> tuple[dict, dict]:
+        """Constants (coerced as validation does) and links of an expanded node."""
+        schema = self.schemas[node_id]
+        constants, links = {}, {}
+        for name, value in inputs.items():
+            spec = schema.input(name)
+            if is_link(value):
+                links[name] = (value[0], int(value[1]))
+                self._check_source(f"expanded node {node_id!r} ({schema.name}) input {name!r}", *links[name], graph)
+            elif spec is not None:
+                value = unwrap_constant(value)
+                if spec.is_primitive:
+                    try:
+                        value = _coerce(spec.type, value)
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        raise ExpansionError(f"expanded node {node_id!r} ({schema.name}) input {name!r}: cannot "
+                                             f"convert {value!r} to {spec.type}: {exc}") from exc
+                constants[name] = value
+        return constants, links
+
+    def _check_source(self, what: str, source: str, index: int, graph: Mapping) -> None:
+        if source not in graph and source not in self.links:
+            raise ExpansionError(f"{what} links to node {source!r}, which " +
+                                 ("this prompt does not run" if source in self.prompt else "does not exist"))
+        if not 0 <= index < len(self.schemas[source].outputs):
+            raise ExpansionError(f"{what} links to output {index} of node {source!r}, which has fewer outputs")
+
+    def _key_expansion(self, graph: Mapping) -> None:
+        """Cache keys of expanded nodes, built like compute_keys' (so equal subgraphs share them); takes hits."""
+        order, seen, stack = [], set(), [(root, False) for root in reversed(list(graph))]
+        while stack:  # sources before consumers; a cycle is left to the scheduler to report
+            nid, done = stack.pop()
+            if done or nid in seen:
+                order.extend([nid] if done else [])
+                continue
+            seen.add(nid)
+            stack.append((nid, True))
+            stack.extend((source, False) for source, _ in self.links[nid].values() if source in graph and source not in seen)
+        fingerprints = self._fingerprints(order)
+        cache = self.x.cache
+        for nid in order:
+            schema, fingerprint = self.schemas[nid], fingerprints.get(nid)
+            inputs = [(name, _constant_token(value)) for name, value in self.constants[nid].items()]
+            inputs.extend((name, self.keys.get(source) or _Unique(), index)
+                          for name, (source, index) in self.links[nid].items())
+            inputs.sort()
+            parts = (schema.name, None if fingerprint is None else _constant_token(fingerprint),
+                     nid if schema.not_idempotent else None, *inputs)
+            key = self.keys[nid] = cache.canonical(CacheKey(parts))
+            self.expansion_keys.add(key)
+            hit = cache.get(key)
+            if hit is not None:
+                self.results[nid] = hit
+                self.outcome.cached.append(nid)
+                if hit.ui and schema.output_node:
+                    self._report_ui(nid, hit.ui)
+
+    def _finish_expansion(self, node_id: str) -> list[str]:
+        """The expanding node's outputs: its result, links replaced by the linked outputs' values."""
+        result, ui = self.expansions.pop(node_id)
+        schema = self.schemas[node_id]
+        slots = []
+        for slot, entry in enumerate(result[:len(schema.outputs)]):
+            if is_link(entry):
+                slots.append(self.results[entry[0]].values[int(entry[1])])
+            else:
+                slots.append(list(entry) if schema.output_is_list[slot] else [entry])
+        self._finish(node_id, CachedOutput(slots, ui))
         return []
 
     def _context(self, node_id: str) -> NodeContext:
@@ -375,8 +519,8 @@ class _Run:
         if self.node_states is None:
             return
         entry = self.node_states.get(node_id) or {"value": 0, "max": 1, "state": state, "node_id": node_id,
-                                                   "prompt_id": self.prompt_id, "display_node_id": node_id,
-                                                   "parent_node_id": None, "real_node_id": node_id}
+                                                   "prompt_id": self.prompt_id, "display_node_id": self._display(node_id),
+                                                   "parent_node_id": self.parents.get(node_id), "real_node_id": node_id}
         entry["state"] = state
         if total is not None:
             entry["value"], entry["max"] = value, total
@@ -437,7 +581,8 @@ class _Run:
                     for key, value in result["ui"].items():
                         ui.setdefault(key, []).extend(value if isinstance(value, list) else [value])
                 if "expand" in result:
-                    raise NotImplementedError("node expansion is not supported by this engine yet")
+                    raise ExpansionError(f"{schema.name}: node expansion is only supported when the node is "
+                                         f"called once, but list inputs made it run {len(results)} times")
                 result = result.get("result", ())
             if result is None:
                 result = ()
