@@ -72,13 +72,16 @@ def fingerprint_is_unique(value: Any) -> bool:
 def compute_keys(order: list[str], class_types: Mapping[str, str], constants: Mapping[str, Mapping[str, Any]],
                  links: Mapping[str, Mapping[str, tuple[str, int]]], fingerprints: Mapping[str, Any],
                  node_scoped: Callable[[str], bool],
-                 canonical: Callable[[CacheKey], CacheKey] = lambda key: key) -> dict[str, CacheKey]:
+                 canonical: Callable[[CacheKey], CacheKey] = lambda key: key,
+                 known: Mapping[str, CacheKey] | None = None) -> dict[str, CacheKey]:
     """Keys for the nodes of `order`, which lists every node after the nodes it links to.
 
     `constants[n]` and `links[n]` hold node n's constant inputs and its links (name -> (source,
-    index)); `canonical` maps a key to the equal key object already held by the cache.
+    index)); `canonical` maps a key to the equal key object already held by the cache; `known`
+    holds keys computed earlier (nodes of `order` may link to them: a node expansion's nodes do).
+    Returns the keys of `order`'s nodes.
     """
-    keys: dict[str, CacheKey] = {}
+    keys: dict[str, CacheKey] = dict(known) if known else {}
     empty: Mapping = {}
     for node_id in order:
         fingerprint = fingerprints.get(node_id)
@@ -89,7 +92,7 @@ def compute_keys(order: list[str], class_types: Mapping[str, str], constants: Ma
         parts = (class_types[node_id], None if fingerprint is None else _constant_token(fingerprint),
                  node_id if node_scoped(node_id) else None, *inputs)
         keys[node_id] = canonical(CacheKey(parts))
-    return keys
+    return {node_id: keys[node_id] for node_id in order} if known else keys
 
 
 class ClassicCache:

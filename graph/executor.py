@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from . import context as node_context
 # the key format of compute_keys, reused for the keys of nodes added by expansion
-from .cache import CachedOutput, CacheKey, _constant_token, _Unique, compute_keys
+from .cache import CachedOutput, compute_keys
 from .context import EventSink, InterruptFlag, NodeContext, NullSink
 from .errors import DependencyCycleError, Interrupted
 from .registry import NodeRegistry
@@ -476,17 +476,13 @@ class _Run:
             seen.add(nid)
             stack.append((nid, True))
             stack.extend((source, False) for source, _ in self.links[nid].values() if source in graph and source not in seen)
-        fingerprints = self._fingerprints(order)
         cache = self.x.cache
+        new_keys = compute_keys(order, {nid: self.schemas[nid].name for nid in order}, self.constants, self.links,
+                                self._fingerprints(order), lambda nid: self.schemas[nid].not_idempotent,
+                                cache.canonical, known=self.keys)
+        self.keys.update(new_keys)
         for nid in order:
-            schema, fingerprint = self.schemas[nid], fingerprints.get(nid)
-            inputs = [(name, _constant_token(value)) for name, value in self.constants[nid].items()]
-            inputs.extend((name, self.keys.get(source) or _Unique(), index)
-                          for name, (source, index) in self.links[nid].items())
-            inputs.sort()
-            parts = (schema.name, None if fingerprint is None else _constant_token(fingerprint),
-                     nid if schema.not_idempotent else None, *inputs)
-            key = self.keys[nid] = cache.canonical(CacheKey(parts))
+            schema, key = self.schemas[nid], new_keys[nid]
             self.expansion_keys.add(key)
             hit = cache.get(key)
             if hit is not None:
