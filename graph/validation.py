@@ -57,7 +57,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_targets: Iterab
         class_type = node.get("class_type") if isinstance(node, dict) else None
         if class_type is None:
             return ValidationResult(False, _error(
-                "invalid_prompt", f"Cannot execute because a node is missing the class_type property.",
+                "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                 f"Node ID '#{node_id}'"), [], {})
         if class_type not in registry:
             return ValidationResult(False, _error(

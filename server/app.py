@@ -4,7 +4,6 @@ Nothing here runs at import; tests build a whole App in-process.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from server.jobs import FinishReason, ImageResult, JobRecord, JobStage, JobStore, WebhookSender
+from server.jobs import FinishReason, ImageResult, JobRecord, JobStore, WebhookSender
 from server.jobs.record import queue_full_async_response, queue_full_item
 from server.queue import PromptQueue, QueueFull, QueueItem, RunSpec
 
@@ -145,11 +145,13 @@ class FooocusJobs:
     def _extra_data(record: JobRecord) -> dict:
         return {"disable_preview": bool(record.params.get("advanced_params", {}).get("disable_preview"))}
 
-    def _enqueue(self, record: JobRecord, plan: JobPlan) -> None:
-        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
+    def _queue_item(self, record: JobRecord, plan: JobPlan) -> QueueItem:
+        return QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
                          _JobObserver(self, record, plan))
+
+    def _enqueue(self, record: JobRecord, plan: JobPlan) -> None:
         try:
-            self.queue.put(item, limit=self.queue_size)
+            self.queue.put(self._queue_item(record, plan), limit=self.queue_size)
         except QueueFull:
             self.store.delete(record.job_id)
             raise SubmitRefused()
@@ -167,12 +169,7 @@ class FooocusJobs:
                 record.status = record.error
                 self.store.update(record)
                 continue
-            self._enqueue_unbounded(record, plan)
-
-    def _enqueue_unbounded(self, record: JobRecord, plan: JobPlan) -> None:
-        item = QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
-                         _JobObserver(self, record, plan))
-        self.queue.put(item)
+            self.queue.put(self._queue_item(record, plan))  # jobs accepted before the restart: no limit
 
     # --- completion ---------------------------------------------------------------------------
     def finished(self, record: JobRecord) -> None:

@@ -10,19 +10,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-class FinishReason(str, Enum):
-    SUCCESS = "SUCCESS"
-    QUEUE_IS_FULL = "QUEUE_IS_FULL"
-    USER_CANCEL = "USER_CANCEL"
-    ERROR = "ERROR"
-
-
-class JobStage(str, Enum):
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    ERROR = "ERROR"
+# The job records own these strings; the response models document the same ones.
+from server.jobs.record import FinishReason, JobStage  # noqa: F401  (re-exported for the OpenAPI models)
 
 
 class TaskType(str, Enum):

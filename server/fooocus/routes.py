@@ -15,6 +15,7 @@ import pydantic
 from aiohttp import web
 
 from server.jobs import JobStage, JobType
+from server.jobs.record import not_found_response
 
 from .jobs import FooocusJobs, SubmitRefused
 from .outputs import OutputStore, convert_for_accept
@@ -144,7 +145,6 @@ class FooocusRoutes:
         query = query_model(QueryJobRequest, request)
         response = self.jobs.query(query.job_id, query.require_step_preview)
         if response is None:
-            from server.jobs.record import not_found_response
             return web.json_response(not_found_response(), status=404)
         return web.json_response(response)
 
@@ -181,7 +181,6 @@ class FooocusRoutes:
                                               "input": None}]})
         record = self.jobs.cancel(str(job_id))
         if record is None:
-            from server.jobs.record import not_found_response
             return web.json_response(not_found_response(), status=404)
         return web.json_response(self.jobs.query(record.job_id, False))
 
