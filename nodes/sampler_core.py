@@ -111,6 +111,17 @@ def initial_noise(latent: dict, seed: int) -> torch.Tensor:
     return prepare_noise(samples.shape, seed, latent.get("batch_index"))
 
 
+def noisy_start(model: ModelSocket, latent: dict, sigmas: torch.Tensor, sampling, seed: int, device,
+                add_noise: bool = True, max_denoise: bool | None = None) -> torch.Tensor:
+    """The sampler's first x: the latent in the model's space plus seeded noise scaled to sigmas[0]."""
+    samples = latent["samples"]
+    noise = initial_noise(latent, seed) if add_noise else torch.zeros_like(samples)
+    if max_denoise is None:
+        max_denoise = sampling.is_max_denoise(sigmas)
+    return sampling.noise_scaling(sigmas[0], noise.to(device), latent_to_model(model, samples).to(device),
+                                  max_denoise=max_denoise)
+
+
 def sample(model: ModelSocket, positive, negative, latent: dict, *, seed: int, steps: int, guidance: Guidance,
            sampler_name: str, scheduler: str, denoise: float = 1.0, add_noise: bool = True, start_step: int = 0,
            last_step: int | None = None, force_full_denoise: bool = True, progress=None,
@@ -128,11 +139,9 @@ def sample(model: ModelSocket, positive, negative, latent: dict, *, seed: int, s
         sigmas = sigmas[start_step:]
     samples = latent["samples"]
     height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
-    noise = initial_noise(latent, seed) if add_noise else torch.zeros_like(samples)
     with running_unet(model) as (unet, device, dtype), torch.inference_mode():
         denoiser = build_denoiser(model, unet, positive, negative, guidance, width, height, sampling, device, dtype)
-        x = sampling.noise_scaling(sigmas[0], noise.to(device), latent_to_model(model, samples).to(device),
-                                   max_denoise=sampling.is_max_denoise(sigmas))
+        x = noisy_start(model, latent, sigmas, sampling, seed, device, add_noise)
         total = len(sigmas) - 1
         callback = step_callback(model, progress, total, previews)
         result = sampler.sample(denoiser, x, sigmas.to(device), seed=seed, model_sampling=sampling,

@@ -21,8 +21,7 @@ from ..images import tensor_to_pil
 from ..latents import decode_latents, encode_images
 from ..lora_runtime import running_unet
 from ..runtime import services
-from ..sampler_core import (Guidance, build_denoiser, initial_noise, latent_from_model, latent_to_model, schedule,
-                            step_callback)
+from ..sampler_core import Guidance, build_denoiser, latent_from_model, noisy_start, schedule, step_callback
 from ..text import encode
 from .expansion import EXPANSION_FOLDER, FooocusExpansion
 
@@ -219,9 +218,7 @@ class _FooocusRun:
         return {**latent, "samples": latent_from_model(model, result.float().cpu())}
 
     def _start(self, model, latent, sigmas, device):
-        noise = initial_noise(latent, self.seed).to(device)
-        start = latent_to_model(model, latent["samples"]).to(device)
-        return self.sampling.noise_scaling(sigmas[0], noise, start, max_denoise=self.sampling.is_max_denoise(sigmas))
+        return noisy_start(model, latent, sigmas, self.sampling, self.seed, device)
 
     def joint(self, model, positive, negative, refiner, latent, sigmas, switch):
         refiner_model, refiner_positive, refiner_negative = refiner
@@ -267,9 +264,8 @@ class _FooocusRun:
         refined_latent = {"samples": encode_images(refiner_vae, images)}
         refiner_sampling = refiner_model.model_sampling()
         with running_unet(refiner_model) as (refiner_unet, device, dtype), torch.inference_mode():
-            start = latent_to_model(refiner_model, refined_latent["samples"]).to(device)
-            noise = initial_noise(refined_latent, self.seed + 1).to(device)
-            x = refiner_sampling.noise_scaling(refiner_sigmas[0], noise, start, max_denoise=False)
+            x = noisy_start(refiner_model, refined_latent, refiner_sigmas, refiner_sampling, self.seed + 1, device,
+                            max_denoise=False)
             saved, self.sampling = self.sampling, refiner_sampling
             try:
                 denoiser = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative,
