@@ -6,8 +6,6 @@ when queued, on each stage change and when finished, so a killed process loses n
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,7 @@ from server.jobs import FinishReason, ImageResult, JobRecord, JobStore, WebhookS
 from server.jobs.record import queue_full_async_response, queue_full_item
 from server.queue import PromptQueue, QueueFull, QueueItem, RunSpec
 
-from .outputs import OutputStore, to_data_url
+from .outputs import OutputStore, png_base64, to_data_url
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +260,10 @@ class FooocusJobs:
             image = latest() if callable(latest) else latest
             if image is None:
                 return None
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
+            text = png_base64(image)
         except Exception:
             log.exception("could not render the step preview of job %s", job_id)
             return None
-        text = base64.b64encode(buffer.getvalue()).decode()
         if self.previews.get(job_id) is latest:  # a newer step may have replaced it meanwhile
             self.previews[job_id] = text
         return text
