@@ -1,0 +1,1 @@
+"""Inpainting: Fooocus mask maths, crop/fill/composite, inpaint engine files (head + patch)."""

@@ -1,0 +1,281 @@
+"""Fooocus's inpaint image maths over numpy arrays (spec fooocus_pipeline.md §9.4-9.7).
+
+Images are HxWx3 uint8 RGB, masks HxW uint8 with 255 = repaint, as Fooocus keeps them, so every
+threshold (> 127) and rounding step is the one Fooocus applies. Nothing here knows about tensors,
+models or nodes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFilter
+
+OUTPAINT_SIDES = ("Left", "Right", "Top", "Bottom")
+OUTPAINT_FRACTION = 0.3  # a side padded without an explicit distance grows by 30% of the image
+FEATHER_STEPS = 32  # the composite's blend mask falls from 255 to 0 over this many pixels
+FEATHER_DECAY = 8  # per pixel of distance from the mask
+# (box-blur radius, repeats) of fooocus_fill, widest first
+FILL_PASSES = ((512, 2), (256, 2), (128, 4), (64, 4), (33, 8), (15, 8), (5, 16), (3, 16))
+_KERNEL_3X3 = np.ones((3, 3), dtype=np.uint8)
+
+
+# --- images and masks in --------------------------------------------------------------------
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 from gray, gray+alpha, RGB or RGBA; transparent pixels are composited on white
+    (as Fooocus's HWC3: colour * alpha + 255 * (1 - alpha), truncated to uint8)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+    channels = image.shape[2]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    color = image[:, :, :channels - 1].astype(np.float32)
+    if channels == 2:
+        color = np.repeat(color, 3, axis=2)
+    alpha = image[:, :, channels - 1:].astype(np.float32) / 255.0
+    return (color * alpha + 255.0 * (1.0 - alpha)).clip(0, 255).astype(np.uint8)
+
+
+def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Lanczos resize of a uint8 image or mask (PIL, as Fooocus's resample_image)."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    return np.asarray(Image.fromarray(image).resize((int(width), int(height)), Image.LANCZOS))
+
+
+def binarize(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
+    """255 where mask > threshold, else 0."""
+    return np.where(mask > threshold, 255, 0).astype(np.uint8)
+
+
+def uploaded_mask(mask_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An uploaded mask picture as a 0/255 mask of the image's size: resized (Lanczos) to the
+    image, mean of R, G, B, repaint where the mean > 127 (white = repaint)."""
+    resized = resample(to_rgb(mask_rgb), width, height)
+    return binarize(resized.astype(np.float32).mean(axis=2))
+
+
+def erode_or_dilate(mask: np.ndarray, amount: int) -> np.ndarray:
+    """amount > 0 dilates, < 0 erodes, |amount| times with a 3x3 all-ones kernel."""
+    amount = int(amount)
+    if amount == 0:
+        return mask
+    operation = cv2.dilate if amount > 0 else cv2.erode
+    return operation(mask, _KERNEL_3X3, iterations=abs(amount))
+
+
+def invert(mask: np.ndarray) -> np.ndarray:
+    return (255 - mask.astype(np.int16)).astype(np.uint8)
+
+
+def prepare_mask(height: int, width: int, uploaded: np.ndarray | None = None, canvas: np.ndarray | None = None,
+                 erode_dilate: int = 0, invert_mask: bool = False) -> np.ndarray:
+    """Fooocus's mask rules in order (§9.4): the canvas mask (HxW uint8, 255 = repaint, resized to
+    the image) max-combined with the uploaded mask picture (uploaded_mask), then erode/dilate,
+    then the optional inversion. Neither given: an all-zero mask."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    if canvas is not None:
+        mask = np.maximum(mask, resample(canvas.astype(np.uint8), width, height))
+    if uploaded is not None:
+        mask = np.maximum(mask, uploaded_mask(uploaded, width, height))
+    mask = erode_or_dilate(mask, erode_dilate)
+    return invert(mask) if invert_mask else mask
+
+
+def needs_inpaint(mask: np.ndarray, outpaint_sides) -> bool:
+    """Fooocus inpaints only when some mask pixel is > 127 or an outpaint side is chosen."""
+    return bool(np.any(mask > 127)) or bool(outpaint_sides)
+
+
+# --- outpaint --------------------------------------------------------------------------------
+
+def parse_outpaint_sides(sides) -> tuple[str, ...]:
+    """Side names (any case, as a list or a comma-separated text) -> canonical names; an unknown
+    name raises ValueError naming it and the valid ones."""
+    if isinstance(sides, str):
+        sides = [part for part in sides.split(",")]
+    canonical = {side.lower(): side for side in OUTPAINT_SIDES}
+    chosen = []
+    for side in sides:
+        name = str(side).strip()
+        if not name:
+            continue
+        if name.lower() not in canonical:
+            raise ValueError(f"unknown outpaint direction {name!r}; valid: {', '.join(OUTPAINT_SIDES)}")
+        if canonical[name.lower()] not in chosen:
+            chosen.append(canonical[name.lower()])
+    return tuple(chosen)
+
+
+def outpaint_distances(height: int, width: int, sides, distances: dict | None = None) -> dict[str, int]:
+    """Pixels to add per chosen side: the explicit distance when > 0, else int(0.3 * H) for
+    top/bottom and int(0.3 * W) for left/right (0 and -1 both mean the default)."""
+    distances = distances or {}
+    out = {}
+    for side in parse_outpaint_sides(sides):
+        explicit = int(distances.get(side.lower(), distances.get(side, 0)) or 0)
+        base = height if side in ("Top", "Bottom") else width
+        out[side] = explicit if explicit > 0 else int(base * OUTPAINT_FRACTION)
+    return out
+
+
+def outpaint(image: np.ndarray, mask: np.ndarray, sides, distances: dict | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Pad the image (edge-replicated) and the mask (255) on the chosen sides (§9.5). Top and
+    bottom use the original height, left and right the width."""
+    height, width = mask.shape
+    grow = outpaint_distances(height, width, sides, distances)
+    if not grow:
+        return image, mask
+    top, bottom = grow.get("Top", 0), grow.get("Bottom", 0)
+    left, right = grow.get("Left", 0), grow.get("Right", 0)
+    image = np.pad(image, [[top, bottom], [left, right], [0, 0]], mode="edge")
+    mask = np.pad(mask, [[top, bottom], [left, right]], mode="constant", constant_values=255)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+# --- the crop ("respective field") -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Box:
+    """Rows [top, bottom) and columns [left, right) of an image."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    def clipped(self, height: int, width: int) -> "Box":
+        return Box(int(np.clip(self.top, 0, height)), int(np.clip(self.bottom, 0, height)),
+                   int(np.clip(self.left, 0, width)), int(np.clip(self.right, 0, width)))
+
+
+def initial_box(mask: np.ndarray) -> Box:
+    """A square around the mask's bounding box (pixels > 0), half-extent 1.15x the bounding box's
+    larger half-extent, clipped to the image."""
+    rows, columns = np.nonzero(mask > 0)
+    if rows.size == 0:
+        raise ValueError("the mask is empty: nothing to inpaint")
+    top, bottom, left, right = int(rows.min()), int(rows.max()), int(columns.min()), int(columns.max())
+    centre_row, half_rows = (bottom + top) // 2, (bottom - top) // 2
+    centre_col, half_cols = (right + left) // 2, (right - left) // 2
+    half = int(max(half_rows, half_cols) * 1.15)
+    box = Box(centre_row - half, centre_row + half + 1, centre_col - half, centre_col + half + 1)
+    return box.clipped(*mask.shape)
+
+
+def respective_field_box(mask: np.ndarray, field: float) -> Box:
+    """The crop Fooocus inpaints (§9.6 steps 1-2): the initial box grown, one pixel per side at a
+    time on its smaller dimension (both once either is full), until it covers `field` (0..1) of
+    the image's height and width. field 1 is the whole image."""
+    field = float(field)
+    if not 0.0 <= field <= 1.0:
+        raise ValueError(f"respective field must be within 0..1, got {field}")
+    height, width = mask.shape
+    if field == 1.0:
+        return Box(0, height, 0, width)
+    box = initial_box(mask)
+    while not (box.height >= height * field and box.width >= width * field):
+        grow_rows = box.height < box.width
+        grow_cols = not grow_rows
+        if box.height == height:
+            grow_cols = True
+        if box.width == width:
+            grow_rows = True
+        box = Box(box.top - grow_rows, box.bottom + grow_rows, box.left - grow_cols, box.right + grow_cols)
+        box = box.clipped(height, width)
+    return box
+
+
+def shape_ceil(height: int, width: int) -> float:
+    """ceil(sqrt(H * W) / 64) * 64: the size class of an image."""
+    return math.ceil(math.sqrt(height * width) / 64.0) * 64.0
+
+
+def shape_for_ceil(height: int, width: int, target: float) -> tuple[int, int]:
+    """(H, W), multiples of 64, whose shape_ceil is `target`: rescale by target / current and
+    round each side to 64, until it fits (at most 256 rounds)."""
+    target = float(target)
+    for _ in range(256):
+        current = shape_ceil(height, width)
+        if abs(current - target) < 0.1:
+            break
+        scale = target / current
+        height = int(round(height * scale / 64.0) * 64)
+        width = int(round(width * scale / 64.0) * 64)
+    return height, width
+
+
+def set_shape_ceil(image: np.ndarray, target: float) -> np.ndarray:
+    """The image Lanczos-resized to shape_for_ceil (unchanged when already there)."""
+    height, width = shape_for_ceil(image.shape[0], image.shape[1], target)
+    return resample(image, width, height)
+
+
+# --- fill and feather ------------------------------------------------------------------------
+
+def box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """PIL's box blur (a (2r+1)-wide mean with edge pixels extended), as Fooocus blurs."""
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.BoxBlur(radius)))
+
+
+def fooocus_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A smooth colour fill of the hole (§9.6 step 4): blur the whole image, then put the known
+    pixels (mask < 127) back, from wide to narrow blurs."""
+    known = mask < 127
+    stored = image[known]
+    current = image.copy()
+    for radius, repeats in FILL_PASSES:
+        for _ in range(repeats):
+            current = box_blur(current, radius).copy()
+            current[known] = stored
+    return current
+
+
+def feather(mask: np.ndarray) -> np.ndarray:
+    """The composite's blend mask (Fooocus's morphological_open, §9.6 step 5): 255 on the mask
+    (> 127), falling by 8 per pixel of (chessboard) distance outside it, 0 beyond 32 pixels."""
+    blend = np.where(mask > 127, 256, 0).astype(np.int16)
+    for _ in range(FEATHER_STEPS):
+        grown = cv2.dilate(blend, _KERNEL_3X3) - FEATHER_DECAY
+        blend = np.maximum(grown, blend)
+    return blend.clip(0, 255).astype(np.uint8)
+
+
+# --- back into the original ------------------------------------------------------------------
+
+def paste(original: np.ndarray, crop: np.ndarray, box: Box) -> np.ndarray:
+    """The original with `crop` Lanczos-resized into `box`."""
+    result = original.copy()
+    result[box.top:box.bottom, box.left:box.right] = resample(crop, box.width, box.height)
+    return result
+
+
+def blend(foreground: np.ndarray, background: np.ndarray, blend_mask: np.ndarray) -> np.ndarray:
+    """fg * w + bg * (1 - w), w = blend_mask / 255, truncated to uint8 (Fooocus's colour
+    correction): where w is 0 the background is kept exactly, where 255 the foreground."""
+    weight = blend_mask[:, :, None].astype(np.float32) / 255.0
+    mixed = foreground.astype(np.float32) * weight + background.astype(np.float32) * (1.0 - weight)
+    return mixed.clip(0, 255).astype(np.uint8)
+
+
+def composite(original: np.ndarray, crop: np.ndarray, box: Box, blend_mask: np.ndarray) -> np.ndarray:
+    """The generated crop pasted back into the (outpainted) original and feathered into it."""
+    return blend(paste(original, crop, box), original, blend_mask)
