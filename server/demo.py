@@ -22,20 +22,51 @@ BANNER = """
 """
 
 
-def write_demo_models(directory: Path) -> None:
-    """Tiny checkpoints, LoRA, CLIP tokenizer and prompt-expansion model under `directory`."""
+def write_demo_models(directory: Path) -> list[str]:
+    """Writes the demo files missing under `directory` (an existing file, perhaps a real model
+    under the same name, is never replaced); returns the names of the writers that ran."""
+    directory = Path(directory)
+    written = []
+    for name, present, write in _demo_writers():
+        if not present(directory):
+            if write(directory) is not False:
+                written.append(name)
+    return written
+
+
+def _demo_writers():
+    """(name, present(directory), write(directory)) per kind of demo file; a writer returns False
+    when its optional dependency is missing."""
+    from models.tiny import DEMO_CHECKPOINTS, DEMO_LORA
     from models.tiny import write_demo_models as write_models
     from models.tiny_text import write_tiny_tokenizer
+    from models.tiny_upscaler import FOOOCUS_UPSCALER_NAME, write_tiny_fooocus_upscaler
     from nodes.loaders import TINY_TOKENIZER_DIR
 
-    directory = Path(directory)
-    write_models(directory)
-    write_tiny_tokenizer(directory / TINY_TOKENIZER_DIR)
+    upscaler = f"upscale_models/{FOOOCUS_UPSCALER_NAME}"
+    return [
+        ("checkpoints", lambda d: all((d / name).exists() for name in (*DEMO_CHECKPOINTS, DEMO_LORA)), write_models),
+        ("tokenizer", lambda d: (d / TINY_TOKENIZER_DIR / "vocab.json").exists(),
+         lambda d: write_tiny_tokenizer(d / TINY_TOKENIZER_DIR)),
+        ("prompt expansion", _expansion_present, _write_expansion),
+        ("upscaler", lambda d: (d / upscaler).exists(), lambda d: write_tiny_fooocus_upscaler(d / upscaler)),
+    ]
+
+
+def _expansion_present(directory: Path) -> bool:
+    from nodes.fooocus.expansion import EXPANSION_FOLDER
+
+    folder = directory / EXPANSION_FOLDER
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _write_expansion(directory: Path):
+    from nodes.fooocus.expansion import EXPANSION_FOLDER, write_tiny_expansion_model
+
     try:
-        from nodes.fooocus.expansion import EXPANSION_FOLDER, write_tiny_expansion_model
+        return write_tiny_expansion_model(directory / EXPANSION_FOLDER, words=DEMO_EXPANSION_WORDS)
     except ImportError:  # the expansion needs transformers; without it the job says so and goes on
-        return
-    write_tiny_expansion_model(directory / EXPANSION_FOLDER, words=DEMO_EXPANSION_WORDS)
+        return False
 
 
 DEMO_EXPANSION_WORDS = ("detailed", "sharp", "focus", "cinematic", "light", "beautiful", "intricate", "elegant",
@@ -49,8 +80,10 @@ def ensure_models_or_demo(config: AppConfig) -> None:
     real = [name for name in checkpoints if not Path(name).name.startswith(DEMO_PREFIX)]
     if real:
         return
-    if not checkpoints and config.demo_models:
-        log.warning("no checkpoint in %s/checkpoints: writing tiny demo models", config.models_dir)
-        write_demo_models(Path(config.models_dir))
+    if config.demo_models:  # none or only demo checkpoints: write (or top up) the demo files
+        written = write_demo_models(Path(config.models_dir))
+        if written:
+            log.warning("no real checkpoint in %s/checkpoints: wrote tiny demo files (%s)", config.models_dir,
+                        ", ".join(written))
     if folders.list("checkpoints"):
         log.warning(BANNER.format(models_dir=config.models_dir))
