@@ -96,6 +96,8 @@ class UNetModel(nn.Module):
     context: (B, tokens, context_dim); y: (B, adm_in_channels) for SDXL.
     transformer_options["output_block_patch"]: callables (h, skip, block_index) -> (h, skip),
     applied in order before each output block concatenates its skip (FreeU).
+    transformer_options["input_block_patch"]: callables (h, block_index) -> h, applied in order
+    after each input block, before h is kept as a skip (the Fooocus inpaint head after block 0).
     """
 
     def __init__(self, config: UNetConfig):
@@ -173,8 +175,11 @@ class UNetModel(nn.Module):
 
         h = x
         skips = []
-        for block in self.input_blocks:
+        input_patches = (transformer_options or {}).get("input_block_patch", ())
+        for index, block in enumerate(self.input_blocks):
             h = block(h, emb, context)
+            for patch in input_patches:
+                h = patch(h, index)
             skips.append(h)
         h = self.middle_block(h, emb, context)
         for index, block in enumerate(self.output_blocks):
