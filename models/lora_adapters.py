@@ -10,6 +10,7 @@ Every adapter computes in float32 the change it makes to one weight (or a row sl
   a Tucker core); scale = alpha / rank when a factor is low-rank (rank = its inner dimension),
   else 1 (as LyCORIS trains it).
 - diff / diff_b: a full-size weight (bias) difference; set_weight: replaces the weight.
+- fooocus_q/min/max (and fooocus_bias_*): a Fooocus inpaint patch's uint8-quantised difference.
 The patcher applies them as W <- W + strength * dW (DoRA and "set" combine differently).
 """
 from __future__ import annotations
@@ -38,6 +39,10 @@ _SUFFIXES = {
     ".lokr_w1_b": ("lokr", "w1_b"), ".lokr_w2_a": ("lokr", "w2_a"), ".lokr_w2_b": ("lokr", "w2_b"),
     ".lokr_t2": ("lokr", "t2"),
     ".diff": ("diff", "weight"), ".diff_b": ("diff", "bias"), ".set_weight": ("set", "weight"),
+    # Fooocus inpaint patches (uint8 q, min, max per weight or bias), named so by models/inpaint/engine.py
+    ".fooocus_q": ("fooocus", "q"), ".fooocus_min": ("fooocus", "min"), ".fooocus_max": ("fooocus", "max"),
+    ".fooocus_bias_q": ("fooocus_b", "q"), ".fooocus_bias_min": ("fooocus_b", "min"),
+    ".fooocus_bias_max": ("fooocus_b", "max"),
 }
 _SUFFIX_ORDER = sorted(_SUFFIXES, key=len, reverse=True)
 
@@ -177,6 +182,19 @@ class DiffAdapter:
 
 
 @dataclass
+class QuantizedDiffAdapter(DiffAdapter):
+    """A Fooocus inpaint-patch difference stored as uint8: dW = q / 255 * (max - min) + min."""
+
+    w_min: torch.Tensor | float = 0.0
+    w_max: torch.Tensor | float = 1.0
+
+    def delta(self, shape: torch.Size, device) -> torch.Tensor:
+        low = torch.as_tensor(self.w_min).to(device=device, dtype=torch.float32)
+        high = torch.as_tensor(self.w_max).to(device=device, dtype=torch.float32)
+        return (_f32(self.diff, device) / 255.0 * (high - low) + low).reshape(shape)
+
+
+@dataclass
 class SetAdapter:
     """Replaces the weight (strength is ignored, as ComfyUI's "set" patches)."""
 
@@ -286,3 +304,7 @@ def _adapters_of(tensors: dict[tuple[str, str], tuple[str, torch.Tensor]]):
         yield DiffAdapter(get("diff", "bias"), bias=True), names(("diff", "bias"))
     if get("set", "weight") is not None:
         yield SetAdapter(get("set", "weight")), names(("set", "weight"))
+    for kind in ("fooocus", "fooocus_b"):
+        if all(get(kind, role) is not None for role in ("q", "min", "max")):
+            yield (QuantizedDiffAdapter(get(kind, "q"), kind == "fooocus_b", get(kind, "min"), get(kind, "max")),
+                   names(*[(kind, role) for role in ("q", "min", "max")]))

@@ -50,7 +50,21 @@ def _demo_writers():
          lambda d: write_tiny_tokenizer(d / TINY_TOKENIZER_DIR)),
         ("prompt expansion", _expansion_present, _write_expansion),
         ("upscaler", lambda d: (d / upscaler).exists(), lambda d: write_tiny_fooocus_upscaler(d / upscaler)),
+        ("inpaint engine", _inpaint_engine_present, _write_inpaint_engine),
     ]
+
+
+def _inpaint_engine_present(directory: Path) -> bool:
+    from models.inpaint.engine import HEAD_FILE, PATCH_FILES
+
+    return all((directory / "inpaint" / name).exists() for name in (HEAD_FILE, *PATCH_FILES.values()))
+
+
+def _write_inpaint_engine(directory: Path):
+    """Tiny head and patches matching the demo tiny-sdxl checkpoint (written before this)."""
+    from models.inpaint.tiny import write_tiny_inpaint_engine
+
+    return write_tiny_inpaint_engine(directory / "inpaint", directory / "checkpoints/tiny-sdxl.safetensors")
 
 
 def _expansion_present(directory: Path) -> bool:
