@@ -237,8 +237,8 @@ def _slerp_axis(samples: torch.Tensor, new_length: int, axis: int) -> torch.Tens
 
 
 def _slerp(first: torch.Tensor, second: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """Per-vector slerp over the last axis; nearly parallel vectors keep the first, opposite ones
-    fall back to a linear blend (the sine is ~0 there)."""
+    """Per-vector slerp over the last axis. Nearly parallel or opposite vectors (sine ~0) get the
+    linear blend, the slerp's limit there (ComfyUI keeps the first vector when parallel)."""
     norm_first = first.norm(dim=-1, keepdim=True)
     norm_second = second.norm(dim=-1, keepdim=True)
     unit_first = first / norm_first.clamp_min(1e-12)
@@ -251,8 +251,7 @@ def _slerp(first: torch.Tensor, second: torch.Tensor, ratio: torch.Tensor) -> to
     direction = (torch.sin((1.0 - ratio) * omega) / sine) * unit_first + (torch.sin(ratio * omega) / sine) * unit_second
     result = direction * (norm_first * (1.0 - ratio) + norm_second * ratio)
     linear = first * (1.0 - ratio) + second * ratio
-    result = torch.where(dot > 1 - 1e-5, first.expand_as(result), result)
-    return torch.where((dot < 1e-5 - 1) | ~safe, linear, result)
+    return torch.where((dot.abs() > 1 - 1e-5) | ~safe, linear, result)
 
 
 NODE_CLASS_MAPPINGS = {"UpscaleModelLoader": UpscaleModelLoader, "ImageUpscaleWithModel": ImageUpscaleWithModel,
