@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -33,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                         help="compute precision on CUDA (default auto: fp16; fp32 on the CPU always)")
     engine.add_argument("--preview-size", type=int, default=512, help="largest side of step previews (default 512)")
+    engine.add_argument("--preview-method", choices=["none", "auto", "latent2rgb", "taesd"], default="none",
+                        help="sampler step previews sent to websocket clients, as ComfyUI's flag: none (default), "
+                             "auto or latent2rgb (a linear latent-to-RGB map), taesd (TAESD from vae_approx/, "
+                             "else the linear map); a prompt may choose its own in extra_data.preview_method. "
+                             "Fooocus' require_step_preview works under every value")
+    engine.add_argument("--max-history", type=_positive_int, default=10_000, metavar="N",
+                        help="finished prompts kept in the in-memory ComfyUI /history, oldest dropped first "
+                             "(default 10000, as ComfyUI); the Fooocus job store keeps every job")
     engine.add_argument("--no-demo-models", action="store_true",
                         help="do not write tiny random demo models when the models folder has no checkpoint")
     fooocus = parser.add_argument_group("Fooocus API")
@@ -63,7 +78,8 @@ def config_from_args(args: argparse.Namespace):
                      output_dir=args.output_dir, input_dir=args.input_dir, temp_dir=args.temp_dir,
                      custom_nodes_dir=args.custom_nodes_dir, cache=args.cache, cpu=args.cpu,
                      precision=args.precision, log_level=args.log_level, max_upload_size_mb=args.max_upload_size,
-                     preview_size=args.preview_size, preset=args.preset, default_model=args.default_model,
+                     preview_size=args.preview_size, preview_method=args.preview_method,
+                     max_history=args.max_history, preset=args.preset, default_model=args.default_model,
                      queue_size=args.queue_size, queue_history=args.queue_history, webhook_url=args.webhook_url,
                      apikey=args.apikey, database=args.database, demo_models=not args.no_demo_models)
 

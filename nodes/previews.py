@@ -1,6 +1,13 @@
 """Step previews: TAESD (the tiny autoencoder) when its decoder file is in vae_approx/, else a
 fixed linear map from the 4 latent channels to RGB.
 
+Which one a sampler draws follows ComfyUI's `--preview-method` (default none: no previews), or
+the prompt's own `extra_data.preview_method` (ComfyUI's per-prompt override; "default" means
+the server's flag). As ComfyUI does today, auto and latent2rgb both mean the linear map; taesd
+means TAESD, or the linear map with a warning when its file is missing. A job owner that keeps
+step previews itself (the Fooocus API's require_step_preview) marks its prompts with
+JOB_PREVIEWS_KEY: they are drawn whatever the flag, with TAESD when present.
+
 The linear factors are the least-squares fits of latent to RGB that the Stable Diffusion
 community publishes for each latent space (the "latent2rgb" preview). TAESD files are the ones
 ComfyUI and Fooocus look for: taesd_decoder.* (SD1.x) and taesdxl_decoder.* (SDXL). Both kinds of
@@ -17,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from graph import context as graph_context
 from models.detection import LATENT_SCALE
 from models.taesd import load_taesd_decoder
 
@@ -38,6 +46,37 @@ CACHE_KEY = "taesd_decoders"  # services().extras: {file path: ((mtime, size), m
 
 Previewer = Callable[[torch.Tensor], "Image.Image | None"]
 
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+PROMPT_METHOD_KEY = "preview_method"  # ComfyUI's per-prompt override in extra_data
+DEFAULT_METHOD = "default"  # a per-prompt value meaning "the server's flag"
+JOB_PREVIEWS_KEY = "job_step_previews"  # extra_data flag of jobs whose owner keeps step previews
+
+
+def prompt_preview_method(extra_data: dict, server_default: str) -> str:
+    """The preview method of one prompt: its own extra_data.preview_method, else the server's."""
+    requested = extra_data.get(PROMPT_METHOD_KEY)
+    if isinstance(requested, str) and requested.lower() in PREVIEW_METHODS:
+        return requested.lower()
+    return server_default
+
+
+def running_preview_method() -> str:
+    """The preview method of the prompt whose node runs now (taesd for jobs that keep previews)."""
+    try:
+        context = graph_context.current()
+    except RuntimeError:  # a direct call outside any node (engine tests): the cheap linear map
+        return "latent2rgb"
+    if context.extra_data.get(JOB_PREVIEWS_KEY):
+        return "taesd"
+    return prompt_preview_method(context.extra_data, getattr(context.services.options, "preview_method", "none"))
+
+
+def _job_keeps_previews() -> bool:
+    try:
+        return bool(graph_context.current().extra_data.get(JOB_PREVIEWS_KEY))
+    except RuntimeError:
+        return False
+
 
 def latent_preview(family: str, denoised: torch.Tensor, max_size: int = 512) -> Image.Image | None:
     """RGB preview of the first latent of a batch (model space), or None for unknown layouts."""
@@ -53,18 +92,26 @@ def latent_preview(family: str, denoised: torch.Tensor, max_size: int = 512) -> 
     return image
 
 
-def make_previewer(family: str, info=None, max_size: int = 512) -> Previewer:
-    """denoised (model space) -> preview image, for one sampling run of a `family` model.
+def make_previewer(family: str, info=None, max_size: int = 512, method: str | None = None) -> Previewer | None:
+    """denoised (model space) -> preview image, for one sampling run of a `family` model; None
+    when the preview method is none.
 
     info: the model's CheckpointInfo; checkpoints with their own latent statistics (Playground
-    2.5) are brought back to the standard scaled VAE space that both previews expect."""
+    2.5) are brought back to the standard scaled VAE space that both previews expect.
+    method: one of PREVIEW_METHODS; by default the running prompt's (see the module docstring)."""
+    method = running_preview_method() if method is None else method
+    if method == "none":
+        return None
     to_standard = _standard_space(info)
-    decoder = _taesd_decoder(family)
 
     def linear(denoised: torch.Tensor) -> Image.Image | None:
         return latent_preview(family, to_standard(denoised), max_size)
 
+    decoder = _taesd_decoder(family) if method == "taesd" else None
     if decoder is None:
+        if method == "taesd" and not _job_keeps_previews():
+            log.warning("TAESD previews asked for, but vae_approx/ holds no %s.*; previewing with the linear "
+                        "latent map", TAESD_STEMS.get(family, "TAESD decoder"))
         return linear
     return TAESDPreviewer(decoder, to_standard, linear, max_size)
 

@@ -43,9 +43,10 @@ class App:
         self.executor = Executor(self.registry, make_cache(config.cache), self.services)
         self.hub = EventHub(config.preview_size)
         self.interrupt = InterruptFlag()
-        self.queue = PromptQueue(on_change=self._queue_changed)
+        self.queue = PromptQueue(history_limit=config.max_history, on_change=self._queue_changed)
         free_models = (lambda: model_manager.free_all()) if model_manager is not None else None
-        self.worker = Worker(self.queue, self.executor, self.hub, self.interrupt, free_models)
+        self.worker = Worker(self.queue, self.executor, self.hub, self.interrupt, free_models,
+                             preview_method=config.preview_method)
         self.extensions: list = []  # route packs (the Fooocus API) added by the caller
 
     def _folder_choices(self, folder: str) -> list[str]:

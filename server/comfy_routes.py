@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from graph import validate_prompt
+from nodes.previews import DEFAULT_METHOD, PREVIEW_METHODS, PROMPT_METHOD_KEY
 
 from .files import FOLDER_TYPES, BadFileRequest, ForbiddenPath, check_name, resolve_in, split_annotation, \
     unique_upload_path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 APP_VERSION = "0.1.0"
 UNSAFE_MIME_PREFIXES = ("text/html", "text/javascript", "application/javascript", "image/svg")
+PREVIEW_CHOICES = (DEFAULT_METHOD, *PREVIEW_METHODS)  # a prompt's own preview method, as ComfyUI's frontend sends
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -103,7 +105,13 @@ class ComfyRoutes:
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
         if not isinstance(prompt_id, str):
             raise BadRequest("prompt_id must be a string")
-        extra_data = dict(body.get("extra_data") or {})
+        extra_data = body.get("extra_data") or {}
+        if not isinstance(extra_data, dict):
+            raise BadRequest("extra_data must be a JSON object")
+        extra_data = dict(extra_data)
+        method = extra_data.get(PROMPT_METHOD_KEY)
+        if method is not None and (not isinstance(method, str) or method.lower() not in PREVIEW_CHOICES):
+            raise BadRequest(f"extra_data.{PROMPT_METHOD_KEY} must be one of {list(PREVIEW_CHOICES)}, got {method!r}")
         if body.get("client_id"):
             extra_data["client_id"] = str(body["client_id"])
         number = body.get("number")

@@ -21,6 +21,9 @@ class AppConfig:
     log_level: str = "info"
     max_upload_size_mb: float = 100.0
     preview_size: int = 512
+    # ComfyUI's --preview-method: sampler step previews on the websocket (none | auto | latent2rgb | taesd)
+    preview_method: str = "none"
+    max_history: int = 10_000  # ComfyUI's cap on the in-memory /history (oldest evicted first)
     # Fooocus-API
     preset: str | None = None
     default_model: str | None = None

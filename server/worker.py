@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from graph import Executor, InterruptFlag
 from graph.executor import ExecutionOutcome, now_ms
+from nodes.previews import prompt_preview_method
 
 from .events import EventHub
 from .queue import PromptQueue, QueueItem
@@ -26,12 +27,17 @@ SECRET_EXTRA_KEYS = ("api_key_comfy_org", "auth_token_comfy_org")
 
 
 class _ItemSink:
-    """Routes one prompt's events to its websocket client (or everyone) and to its observer."""
+    """Routes one prompt's events to its websocket client (or everyone) and to its observer.
 
-    def __init__(self, hub: EventHub, item: QueueItem) -> None:
+    Step previews reach websockets only when the prompt's preview method is not none (ComfyUI's
+    rule: clients that keep every binary frame as an output image see only saved images then);
+    the observer gets them whatever the method (Fooocus' require_step_preview)."""
+
+    def __init__(self, hub: EventHub, item: QueueItem, step_previews: bool) -> None:
         self.hub = hub
         self.item = item
         self.sid = item.client_id
+        self.step_previews = step_previews
         self.executing: str | None = None  # the node running now (a reconnecting client is told)
 
     def wants(self, event: str) -> bool:
@@ -55,7 +61,8 @@ class _ItemSink:
                 observer.on_image(image, node_id=node_id, full_size=full_size)
             except Exception:
                 log.exception("job observer failed on an image")
-        self.hub.publish_image(image, sid=self.sid, prompt_id=prompt_id, node_id=node_id, full_size=full_size)
+        if full_size or self.step_previews:
+            self.hub.publish_image(image, sid=self.sid, prompt_id=prompt_id, node_id=node_id, full_size=full_size)
 
 
 def _merge(first: ExecutionOutcome, later: ExecutionOutcome) -> ExecutionOutcome:
@@ -75,12 +82,13 @@ def _merge(first: ExecutionOutcome, later: ExecutionOutcome) -> ExecutionOutcome
 
 class Worker:
     def __init__(self, queue: PromptQueue, executor: Executor, hub: EventHub, interrupt: InterruptFlag,
-                 free_models: Callable[[], None] | None = None) -> None:
+                 free_models: Callable[[], None] | None = None, preview_method: str = "none") -> None:
         self.queue = queue
         self.executor = executor
         self.hub = hub
         self.interrupt = interrupt
         self.free_models = free_models
+        self.preview_method = preview_method  # the server's --preview-method
         self._thread: threading.Thread | None = None
         self._free_request: dict[str, bool] = {}
         self._free_lock = threading.Lock()
@@ -145,7 +153,8 @@ class Worker:
 
     def _run(self, item: QueueItem) -> None:
         self.interrupt.clear()
-        sink = self._sink = _ItemSink(self.hub, item)
+        step_previews = prompt_preview_method(item.extra_data, self.preview_method) != "none"
+        sink = self._sink = _ItemSink(self.hub, item, step_previews)
         observer = item.observer
         if observer is not None:
             observer.on_start()

@@ -1,6 +1,9 @@
 """TAESD step previews: the decoder equals diffusers' AutoencoderTiny decoder (both file layouts
-load), takes the UNet's latent as diffusers pipelines feed it, and a KSampler run previews with
-it when vae_approx/ holds the file, with the linear map otherwise or when the file is broken."""
+load), takes the UNet's latent as diffusers pipelines feed it, and a KSampler run under
+--preview-method taesd previews with it when vae_approx/ holds the file, with the linear map
+otherwise or when the file is broken; auto and latent2rgb use the linear map (ComfyUI's rule),
+and jobs that keep their own previews (Fooocus) use TAESD whatever the flag."""
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,7 +13,7 @@ from safetensors.torch import save_file
 
 from graph import validate_prompt
 from models.taesd import load_taesd_decoder, write_tiny_taesd_decoder
-from nodes.previews import TAESDPreviewer, _standard_space, latent_preview
+from nodes.previews import JOB_PREVIEWS_KEY, TAESDPreviewer, _standard_space, latent_preview
 from nodes.runtime import Unmanaged
 from server.app import App
 from server.config import AppConfig
@@ -124,24 +127,27 @@ def app_with_approx(tmp_path, demo_models_dir):
         (models / sub.name).symlink_to(sub, target_is_directory=True)
     (models / "vae_approx").mkdir()
     config = AppConfig(models_dir=models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                       temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True)
+                       temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True, preview_method="taesd")
     return App(config, model_manager=make_model_manager(config)), models / "vae_approx"
 
 
-def run_previews(app, seed: int = 1) -> list:
+def run_previews(app, seed: int = 1, extra_data: dict | None = None, expected: int = 2) -> list:
     prompt = {**PROMPT, "sample": {**PROMPT["sample"], "inputs": {**PROMPT["sample"]["inputs"], "seed": seed}}}
     result = validate_prompt(prompt, app.registry)
     assert result.ok, result.node_errors
     sink = RecordingSink()
-    outcome = app.executor.execute(prompt, "p", result.outputs, result.constants, links=result.links, sink=sink)
+    outcome = app.executor.execute(prompt, "p", result.outputs, result.constants, links=result.links, sink=sink,
+                                   extra_data=extra_data)
     assert outcome.status == "success", outcome.error
-    assert len(sink.previews) == 2  # one per step
+    assert len(sink.previews) == expected  # one per step
     return sink.previews
 
 
-def test_sampler_previews_come_from_taesd_when_its_file_is_present(app_with_approx, decoder_file):
+def test_sampler_previews_come_from_taesd_when_its_file_is_present(app_with_approx, decoder_file, caplog):
     app, approx = app_with_approx
-    assert {image.size for image in run_previews(app)} == {(8, 6)}  # linear map: 1 pixel per latent
+    with caplog.at_level(logging.WARNING, logger="nodes.previews"):
+        assert {image.size for image in run_previews(app)} == {(8, 6)}  # linear map: 1 pixel per latent
+    assert "vae_approx/ holds no taesdxl_decoder" in caplog.text
 
     (approx / "taesdxl_decoder.safetensors").symlink_to(decoder_file)
     (approx / "taesd_decoder.safetensors").write_bytes(b"not a tensor file")  # SD1.x only: unused
@@ -175,3 +181,16 @@ def test_a_failing_decode_falls_back_for_the_rest_of_the_run(caplog):
         assert previewer(torch.zeros(1, 4, 4, 4)).size == (4, 4)
         assert previewer(torch.zeros(1, 4, 4, 4)).size == (4, 4)
     assert len(fallback_calls) == 2 and caplog.text.count("TAESD preview failed") == 1
+
+
+def test_preview_methods_choose_the_previewer(app_with_approx, decoder_file):
+    app, approx = app_with_approx
+    (approx / "taesdxl_decoder.safetensors").symlink_to(decoder_file)
+    for seed, method in enumerate(("auto", "latent2rgb")):  # ComfyUI: auto is the linear map even with TAESD
+        assert {i.size for i in run_previews(app, seed, {"preview_method": method})} == {(8, 6)}, method
+    assert run_previews(app, 3, {"preview_method": "none"}, expected=0) == []
+    assert {i.size for i in run_previews(app, 4, {"preview_method": "default"})} == {(64, 48)}  # the server's
+    # a job that keeps its own previews draws them with TAESD, even on a server whose method is none
+    quiet = App(dataclasses.replace(app.config, preview_method="none"), model_manager=app.services.models)
+    assert run_previews(quiet, 5, expected=0) == []
+    assert {i.size for i in run_previews(quiet, 6, {JOB_PREVIEWS_KEY: True})} == {(64, 48)}

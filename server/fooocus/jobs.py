@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from nodes.previews import JOB_PREVIEWS_KEY
 from server.jobs import FinishReason, ImageResult, JobRecord, JobStore, WebhookSender
 from server.jobs.record import queue_full_async_response, queue_full_item
 from server.queue import PromptQueue, QueueFull, QueueItem, RunSpec
@@ -20,6 +22,8 @@ from .outputs import OutputStore, png_base64, to_data_url
 log = logging.getLogger(__name__)
 
 RESTART_REQUEUE_FAILED = "server restarted and the job's request could not be planned again: {}"
+# finished jobs whose last step preview stays queryable (each holds one latent or a small PNG)
+FINISHED_PREVIEWS_KEPT = 32
 
 
 @dataclass
@@ -122,8 +126,9 @@ class FooocusJobs:
         self.queue_history = queue_history
         self.webhook_url = webhook_url
         self.is_sampler_node = sampler_nodes
-        self.previews: dict[str, Any] = {}  # job id -> latest step preview (image, renderer or base64)
-        self.previews_wanted: set[str] = set()  # jobs a client asked step previews of
+        self.previews: dict[str, Any] = {}  # unfinished job id -> latest step preview (image, renderer or base64)
+        self.previews_wanted: set[str] = set()  # unfinished jobs a client asked step previews of
+        self.finished_previews: OrderedDict[str, Any] = OrderedDict()  # the last FINISHED_PREVIEWS_KEPT jobs'
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
 
     # --- submission ---------------------------------------------------------------------------
@@ -141,7 +146,9 @@ class FooocusJobs:
 
     @staticmethod
     def _extra_data(record: JobRecord) -> dict:
-        return {"disable_preview": bool(record.params.get("advanced_params", {}).get("disable_preview"))}
+        disabled = bool(record.params.get("advanced_params", {}).get("disable_preview"))
+        # the job keeps its own step previews (query-job), whatever the server's --preview-method
+        return {"disable_preview": disabled, JOB_PREVIEWS_KEY: not disabled}
 
     def _queue_item(self, record: JobRecord, plan: JobPlan) -> QueueItem:
         return QueueItem(self.queue.next_number(), record.job_id, plan.runs, self._extra_data(record),
@@ -173,6 +180,7 @@ class FooocusJobs:
     def finished(self, record: JobRecord) -> None:
         """Worker thread: persist, notify, trim history, wake synchronous waiters."""
         self.store.update(record)
+        self._retire_preview(record.job_id)
         if record.webhook_url or self.webhook_url:
             self.webhooks.submit_record(record, self.webhook_url)
         if self.queue_history > 0:
@@ -225,8 +233,20 @@ class FooocusJobs:
         self.store.delete(job_id)
         self._delete_files(record)
         self.previews.pop(job_id, None)
+        self.finished_previews.pop(job_id, None)
         self.previews_wanted.discard(job_id)
         return record
+
+    def _retire_preview(self, job_id: str) -> None:
+        """A finished job's last preview moves to the bounded store of finished ones (it stays
+        queryable after completion, as in Fooocus-API, without growing with every job)."""
+        latest = self.previews.get(job_id)
+        if latest is not None:
+            self.finished_previews[job_id] = latest
+            while len(self.finished_previews) > FINISHED_PREVIEWS_KEPT:
+                self.finished_previews.popitem(last=False)
+        self.previews.pop(job_id, None)
+        self.previews_wanted.discard(job_id)
 
     def _delete_files(self, record: JobRecord) -> None:
         for path in record.file_paths():
@@ -247,13 +267,16 @@ class FooocusJobs:
             return None
         preview = None
         if require_step_preview and not record.params.get("advanced_params", {}).get("disable_preview"):
-            self.previews_wanted.add(job_id)
+            if not record.is_finished:
+                self.previews_wanted.add(job_id)
             preview = self._rendered_preview(job_id)
         return record.to_query_response(step_preview=preview, base64_loader=self.base64_of)
 
     def _rendered_preview(self, job_id: str) -> str | None:
         """The latest step preview as raw base64 PNG (rendered once, then kept as text)."""
         latest = self.previews.get(job_id)
+        if latest is None:
+            latest = self.finished_previews.get(job_id)
         if latest is None or isinstance(latest, str):
             return latest
         try:
@@ -264,8 +287,9 @@ class FooocusJobs:
         except Exception:
             log.exception("could not render the step preview of job %s", job_id)
             return None
-        if self.previews.get(job_id) is latest:  # a newer step may have replaced it meanwhile
-            self.previews[job_id] = text
+        for kept in (self.previews, self.finished_previews):
+            if kept.get(job_id) is latest:  # a newer step may have replaced it meanwhile
+                kept[job_id] = text
         return text
 
     def queue_full_response(self, job_type: str, asynchronous: bool):
