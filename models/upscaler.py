@@ -6,6 +6,7 @@ layout, and runs the network tile by tile so that large images fit in memory.
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -93,7 +94,7 @@ def upscale_image(descriptor: spandrel.ImageModelDescriptor, image_bhwc: torch.T
     """`image_bhwc` ([B, H, W, C] floats in 0..1) upscaled by the model's own scale, on the CPU in
     float32, clamped to 0..1.
 
-    The network sees `tile`-pixel squares overlapping by `overlap`; neighbouring outputs are
+    The network sees tiles of at most `tile` pixels overlapping by `overlap`; neighbouring outputs are
     blended over the middle half of each overlap, so every output pixel comes from a tile that
     saw at least a quarter overlap of context beyond it. On out-of-memory the tile is halved and
     the image restarted, down to `min_tile` (below that the error is raised). `device` defaults
@@ -133,20 +134,23 @@ def upscale_image(descriptor: spandrel.ImageModelDescriptor, image_bhwc: torch.T
     return upscaled
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: steps of tile - overlap, the last tile flush with the end."""
+def tile_grid(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """(tile size, tile origins) along one axis: the fewest tiles of at most `tile` pixels that
+    overlap by at least `overlap`, all of one size and spread evenly, so no tile is mostly a
+    recomputation of its neighbour (1024 px in 512/32 tiles: three of 363, not three of 512)."""
     if length <= tile:
-        return [0]
-    stride = max(1, tile - overlap)
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+        return length, [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = math.ceil((length + (count - 1) * overlap) / count)
+    # floor division keeps every step <= size - overlap, so neighbours overlap by >= overlap
+    return size, [index * (length - size) // (count - 1) for index in range(count)]
 
 
 def _tiled(descriptor, pixels: torch.Tensor, tile: int, overlap: int, device: torch.device, dtype: torch.dtype,
            check_interrupt, progress) -> torch.Tensor:
     batch, _, height, width = pixels.shape
     scale = descriptor.scale
-    rows, columns = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    (tile_height, rows), (tile_width, columns) = tile_grid(height, tile, overlap), tile_grid(width, tile, overlap)
     total = batch * len(rows) * len(columns)
     output = torch.zeros(batch, descriptor.output_channels, height * scale, width * scale)
     weights = torch.zeros(1, 1, height * scale, width * scale)
@@ -156,7 +160,7 @@ def _tiled(descriptor, pixels: torch.Tensor, tile: int, overlap: int, device: to
             for left in columns:
                 if check_interrupt is not None:
                     check_interrupt()
-                bottom, right = min(top + tile, height), min(left + tile, width)
+                bottom, right = top + tile_height, left + tile_width
                 piece = pixels[index:index + 1, :, top:bottom, left:right].to(device, dtype)
                 result = descriptor(piece).float().cpu()
                 weight = _blend_weight(result.shape[-2:], scale, overlap,

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from graph import validate_prompt
 from models.tiny_upscaler import (FOOOCUS_UPSCALER_NAME, tiny_upscaler_state_dict, write_tiny_fooocus_upscaler,
                                   write_tiny_standard_upscaler)
-from models.upscaler import UpscalerError, fooocus_to_esrgan_keys, load_upscaler, tile_starts, upscale_image
+from models.upscaler import UpscalerError, fooocus_to_esrgan_keys, load_upscaler, tile_grid, upscale_image
 from nodes.upscale import bislerp, resample
 from server.app import App
 from server.config import AppConfig
@@ -114,10 +114,14 @@ def test_bad_files_raise_clear_errors_naming_the_file(tmp_path):
 
 # --- tiled inference ---------------------------------------------------------------------------
 
-def test_tile_starts_cover_the_axis_with_full_tiles():
-    assert tile_starts(40, 48, 32) == [0]
-    assert tile_starts(90, 48, 32) == [0, 16, 32, 42]
-    assert tile_starts(1000, 512, 32) == [0, 480, 488]
+def test_tile_grid_covers_the_axis_with_even_tiles():
+    assert tile_grid(40, 48, 32) == (40, [0])
+    assert tile_grid(90, 48, 32) == (47, [0, 14, 28, 43])
+    assert tile_grid(1024, 512, 32) == (363, [0, 330, 661])
+    for length, tile, overlap in ((1000, 512, 32), (513, 512, 32), (97, 33, 8), (300, 64, 0)):
+        size, starts = tile_grid(length, tile, overlap)
+        assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+        assert all(size - (b - a) >= overlap for a, b in zip(starts, starts[1:]))
 
 
 def test_tiled_equals_untiled(tiny):
@@ -176,8 +180,8 @@ def test_out_of_memory_halves_the_tile(tiny):
     untiled = upscale_image(tiny, image)
     flaky = _OutOfMemoryAbove(tiny.model, limit=40)
     result = upscale_image(_descriptor_around(tiny, flaky), image, tile=128, overlap=16, min_tile=32)
-    tried = sorted({max(size) for size in flaky.sizes}, reverse=True)
-    assert tried == [90, 64, 32]  # the whole 70x90 image, then 64-px tiles, then 32-px tiles
+    tried = list(dict.fromkeys(max(size) for size in flaky.sizes))
+    assert tried == [90, 53, 31]  # the whole 70x90 image, then tiles of at most 64, then of at most 32
     assert (result - untiled).abs().max() < 1e-3
     with pytest.raises(torch.OutOfMemoryError):
         upscale_image(_descriptor_around(tiny, _OutOfMemoryAbove(tiny.model, limit=40)), image, tile=128,
