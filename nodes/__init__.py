@@ -14,7 +14,7 @@ def builtin_packs():
 
 
 BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latents", "nodes.images", "nodes.sampling",
-                                     "nodes.lora", "nodes.upscale",
+                                     "nodes.lora", "nodes.upscale", "nodes.inpaint", "nodes.fooocus.inpaint",
                                      "nodes.fooocus.nodes")
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from models.conditioning import sdxl_adm, sdxl_refiner_adm
+from models.inpaint.sampling import InpaintBlend, inpaint_concat, resize_mask
 from models.sampling.adm import fooocus_adm_y, select_adm
 from models.sampling.guidance import CFGDenoiser, standard_cfg
 from models.sampling.model_sampling import make_denoiser, model_sampling_for_scheduler
@@ -64,6 +65,12 @@ def conditioning_kwargs(model: ModelSocket, conditioning, width: int, height: in
             raise ValueError("the SDXL refiner needs pooled text output from its own CLIP")
         kwargs["y"] = sdxl_refiner_adm(pooled, extras.get("height", height), extras.get("width", width),
                                        extras.get("aesthetic_score", aesthetic_score))
+    if model.info.is_inpaint and ("concat_latent_image" in extras or "concat_mask" in extras):
+        # InpaintModelConditioning's entries: the inpainting UNet's mask and masked-image channels
+        latent = extras.get("concat_latent_image")
+        kwargs["concat"] = inpaint_concat((1, model.info.latent_channels, height // 8, width // 8),
+                                          extras.get("concat_mask"),
+                                          None if latent is None else latent_to_model(model, latent))
     return kwargs
 
 
@@ -77,13 +84,19 @@ class Guidance:
 
 
 def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guidance, width: int, height: int,
-                   model_sampling, device, dtype):
-    """A CFG denoiser over `unet` (already on device) for one model and its conditioning."""
+                   model_sampling, device, dtype, concat: torch.Tensor | None = None):
+    """A CFG denoiser over `unet` (already on device) for one model and its conditioning.
+
+    concat: a 9-channel inpainting UNet's mask + masked-image channels ([B, 5, h, w], model
+    space) for conditioning that carries none; without it such a UNet gets "repaint everything"."""
     adm = guidance.adm_scalers
     adm_end = adm[2] if adm is not None and model.family == "sdxl" else None
-    options = {"output_block_patch": list(model.output_block_patches)}
+    options = {"output_block_patch": list(model.output_block_patches),
+               "input_block_patch": list(model.input_block_patches)}
 
-    def unet_apply(x_in, timesteps, context, y=None):
+    def unet_apply(x_in, timesteps, context, y=None, concat=None):
+        if concat is not None:  # inpainting UNets: latent, then mask and masked-image latent
+            x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         if y is not None and adm_end is not None:
             y = select_adm(y, timesteps, adm_end, model.info.unet.adm_in_channels)
         return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
@@ -92,6 +105,12 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
     pos = conditioning_kwargs(model, positive, width, height, adm[0] if adm_end is not None else None, 6.0)
     neg = conditioning_kwargs(model, negative, width, height, adm[1] if adm_end is not None else None, 2.5) \
         if negative is not None else None
+    if model.info.is_inpaint:
+        fallback = concat if concat is not None else inpaint_concat((1, model.info.latent_channels, height // 8,
+                                                                       width // 8))
+        for side in (pos, neg):
+            if side is not None:
+                side.setdefault("concat", fallback)
     pos = {k: v.to(device) for k, v in pos.items()}
     neg = {k: v.to(device) for k, v in neg.items()} if neg is not None else None
     return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)
@@ -109,6 +128,25 @@ def schedule(model: ModelSocket, scheduler: str, steps: int, denoise: float, sam
 def initial_noise(latent: dict, seed: int) -> torch.Tensor:
     samples = latent["samples"]
     return prepare_noise(samples.shape, seed, latent.get("batch_index"))
+
+
+def latent_concat(model: ModelSocket, latent: dict) -> torch.Tensor | None:
+    """An inpainting UNet's extra channels from a LATENT's noise mask and image (ComfyUI's fallback
+    when the conditioning carries none); None for other UNets or without a noise mask."""
+    if not model.info.is_inpaint or latent.get("noise_mask") is None:
+        return None
+    samples = latent["samples"]
+    return inpaint_concat(samples.shape, latent["noise_mask"], latent_to_model(model, samples))
+
+
+def hold_known_region(model: ModelSocket, denoiser, latent: dict, noise: torch.Tensor):
+    """ComfyUI's LATENT["noise_mask"]: outside the mask (0) every model call sees the latent's own
+    image re-noised with the sampling's noise, and predicts it unchanged."""
+    mask = latent.get("noise_mask")
+    if mask is None:
+        return denoiser
+    samples = latent["samples"]
+    return InpaintBlend(denoiser, latent_to_model(model, samples), resize_mask(mask, samples.shape), noise=noise)
 
 
 def noisy_start(model: ModelSocket, latent: dict, sigmas: torch.Tensor, sampling, seed: int, device,
@@ -140,8 +178,11 @@ def sample(model: ModelSocket, positive, negative, latent: dict, *, seed: int, s
     samples = latent["samples"]
     height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
     with running_unet(model) as (unet, device, dtype), torch.inference_mode():
-        denoiser = build_denoiser(model, unet, positive, negative, guidance, width, height, sampling, device, dtype)
+        denoiser = build_denoiser(model, unet, positive, negative, guidance, width, height, sampling, device, dtype,
+                                  concat=latent_concat(model, latent))
         x = noisy_start(model, latent, sigmas, sampling, seed, device, add_noise)
+        noise = initial_noise(latent, seed) if add_noise else torch.zeros_like(samples)
+        denoiser = hold_known_region(model, denoiser, latent, noise)
         total = len(sigmas) - 1
         callback = step_callback(model, progress, total, previews)
         result = sampler.sample(denoiser, x, sigmas.to(device), seed=seed, model_sampling=sampling,

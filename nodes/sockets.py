@@ -23,6 +23,7 @@ class ModelSocket:
     patcher: Any = None  # models.lora_patch.LoraPatcher over this UNet (one per loaded network)
     loras: tuple = ()  # ((lora file path, strength), ...) applied to the UNet when it runs
     output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
+    input_block_patches: tuple = ()  # the Fooocus inpaint head and the like: (h, index) -> h
 
     def with_changes(self, **changes) -> "ModelSocket":
         return replace(self, **changes)

@@ -103,6 +103,7 @@ def test_shape_ceil_and_set_shape_ceil():
     # 300x200: ceil 256, scale 4 -> 1200/64 = 18.75 -> 19*64, 800/64 = 12.5 -> 12*64 (Python rounds half to even)
     assert m.shape_for_ceil(300, 200, 1024) == (1216, 768)
     assert m.shape_ceil(1216, 768) == 1024
+    assert m.shape_for_ceil(96, 16080, 256) == (64, 1024)  # a very long strip keeps 64 rows
     image = np.zeros((300, 200, 3), dtype=np.uint8)
     assert m.set_shape_ceil(image, 1024).shape == (1216, 768, 3)
     same = np.zeros((1024, 1024, 3), dtype=np.uint8)

@@ -211,15 +211,16 @@ def shape_ceil(height: int, width: int) -> float:
 
 def shape_for_ceil(height: int, width: int, target: float) -> tuple[int, int]:
     """(H, W), multiples of 64, whose shape_ceil is `target`: rescale by target / current and
-    round each side to 64, until it fits (at most 256 rounds)."""
+    round each side to 64, until it fits (at most 256 rounds). A side never rounds below 64
+    (Fooocus would divide by zero on very elongated pictures)."""
     target = float(target)
     for _ in range(256):
         current = shape_ceil(height, width)
         if abs(current - target) < 0.1:
             break
         scale = target / current
-        height = int(round(height * scale / 64.0) * 64)
-        width = int(round(width * scale / 64.0) * 64)
+        height = max(64, int(round(height * scale / 64.0) * 64))
+        width = max(64, int(round(width * scale / 64.0) * 64))
     return height, width
 
 

@@ -6,12 +6,14 @@ plain ComfyUI API-format JSON that the ComfyUI UI can show and edit.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import torch
 
 from graph import context as graph_context
+from models.inpaint.sampling import InpaintBlend, inpaint_concat
 from models.sampling.freeu import make_freeu_patch
 from models.sampling.guidance import FooocusGuidance
 from models.sampling.refiner import SWAP_METHODS, JointRefinerSwitch, split_sigmas_for_refiner
@@ -21,7 +23,8 @@ from ..images import tensor_to_pil
 from ..latents import decode_latents, encode_images
 from ..lora_runtime import running_unet
 from ..runtime import services
-from ..sampler_core import Guidance, build_denoiser, latent_from_model, noisy_start, schedule, step_callback
+from ..sampler_core import (Guidance, build_denoiser, hold_known_region, initial_noise, latent_concat,
+                            latent_from_model, latent_to_model, noisy_start, schedule, step_callback)
 from ..text import encode
 from .expansion import EXPANSION_FOLDER, FooocusExpansion
 
@@ -100,7 +103,8 @@ class FooocusTextEncode:
 
 class FooocusPromptExpansion:
     """"Fooocus V2": GPT-2 expansion of the prompt, deterministic per seed. Without the model files
-    it returns an empty text and the job goes on without expansion (its log says so)."""
+    it returns an empty text and the job goes on without expansion; that, or a prompt longer than
+    the model reads, is reported in the ui as "fooocus_warnings" (the job's status shows them)."""
     CATEGORY = "fooocus"
     RETURN_TYPES = ("STRING",)
     FUNCTION = "expand"
@@ -120,10 +124,10 @@ class FooocusPromptExpansion:
             device = manager.device if manager is not None else "cpu"
             self._expansion = FooocusExpansion.from_folder(folder, device=device)
         result = self._expansion.expand(text, seed)
-        if not result.expanded:
-            graph_context.current().log.warning("prompt expansion skipped: %s", result.message)
-            return ("",)
-        return (result.text,)
+        if result.message:  # the job's status shows "fooocus_warnings" (server/fooocus/jobs.py)
+            graph_context.current().log.warning("%s", result.message)
+        ui = {"fooocus_warnings": [result.message]} if result.message else {}
+        return {"ui": ui, "result": (result.text if result.expanded else "",)}
 
 
 class FooocusKSampler:
@@ -154,12 +158,14 @@ class FooocusKSampler:
             "refiner_switch_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
             "refiner_swap_method": (list(SWAP_METHODS),)},
             "optional": {"refiner_model": ("MODEL",), "refiner_positive": ("CONDITIONING",),
-                         "refiner_negative": ("CONDITIONING",), "vae": ("VAE",), "refiner_vae": ("VAE",)}}
+                         "refiner_negative": ("CONDITIONING",), "vae": ("VAE",), "refiner_vae": ("VAE",),
+                         "inpaint": ("FOOOCUS_INPAINT", {"tooltip": "an encoded inpaint job: its known region is "
+                                                         "held at every model call (Fooocus's inpaint blend)"})}}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                sharpness, adaptive_cfg, adm_scaler_positive, adm_scaler_negative, adm_scaler_end, freeu, freeu_b1,
                freeu_b2, freeu_s1, freeu_s2, refiner_switch_step, refiner_swap_method, refiner_model=None,
-               refiner_positive=None, refiner_negative=None, vae=None, refiner_vae=None):
+               refiner_positive=None, refiner_negative=None, vae=None, refiner_vae=None, inpaint=None):
         context = graph_context.current()
         if freeu:
             patch = make_freeu_patch(freeu_b1, freeu_b2, freeu_s1, freeu_s2, model.info.unet.model_channels)
@@ -170,10 +176,14 @@ class FooocusKSampler:
         total = len(sigmas) - 1
         use_refiner = refiner_model is not None and refiner_switch_step < total
         if use_refiner and (refiner_positive is None or refiner_negative is None):
-            raise ValueError("the refiner needs refiner_positive and refiner_negative conditioning")
+            if refiner_model.family != model.family:
+                raise ValueError("the refiner needs refiner_positive and refiner_negative conditioning")
+            # a refiner of the base's own kind (e.g. Fooocus's synthetic inpaint refiner) reads its prompts
+            refiner_positive, refiner_negative = positive, negative
         run = _FooocusRun(context, sampler_name, seed, sampling, cfg, sharpness, adaptive_cfg,
                           (adm_scaler_positive, adm_scaler_negative, adm_scaler_end), total,
                           not context.extra_data.get("disable_preview", False))
+        run.latent, run.inpaint = latent_image, None if inpaint is None else inpaint.encoded()
         if not use_refiner:
             return (run.single(model, positive, negative, latent_image, sigmas),)
         refiner = (refiner_model, refiner_positive, refiner_negative)
@@ -198,11 +208,29 @@ class _FooocusRun:
         self.guidance = Guidance(cfg, FooocusGuidance(sampling, sharpness, adaptive_cfg), adm)
         self.total = total
         self.previews = previews
+        self.latent: dict = {}  # the LATENT sampled (its noise_mask, if any, holds its known region)
+        self.inpaint = None  # an encoded FooocusInpaintJob: Fooocus's blend and a 9-channel UNet's input
 
     def _denoiser(self, model, unet, positive, negative, latent, device, dtype):
         height, width = latent.shape[-2] * 8, latent.shape[-1] * 8
         return build_denoiser(model, unet, positive, negative, self.guidance, width, height, self.sampling, device,
-                              dtype)
+                              dtype, concat=self._concat(model, latent))
+
+    def _concat(self, model, latent):
+        """A 9-channel inpainting UNet's mask + masked-image channels for this run."""
+        if self.inpaint is not None and model.info.is_inpaint:
+            return inpaint_concat(latent.shape, self.inpaint.latent_mask, latent_to_model(model, self.inpaint.masked))
+        return latent_concat(model, self.latent)
+
+    def _hold(self, model, denoiser):
+        """The known region: Fooocus's per-call blend toward the fill (noise from seed + 1) for an
+        inpaint job, else ComfyUI's for a LATENT noise mask."""
+        if self.inpaint is not None:
+            return InpaintBlend.fooocus(denoiser, latent_to_model(model, self.inpaint.fill), self.inpaint.latent_mask,
+                                        self.seed)
+        if self.latent.get("noise_mask") is None:
+            return denoiser
+        return hold_known_region(model, denoiser, self.latent, initial_noise(self.latent, self.seed))
 
     def _sample(self, denoiser, x, sigmas, callback, seed, device):
         return self.sampler.sample(denoiser, x, sigmas.to(device), seed=seed, model_sampling=self.sampling,
@@ -211,7 +239,7 @@ class _FooocusRun:
     def single(self, model, positive, negative, latent, sigmas):
         samples = latent["samples"]
         with running_unet(model) as (unet, device, dtype), torch.inference_mode():
-            denoiser = self._denoiser(model, unet, positive, negative, samples, device, dtype)
+            denoiser = self._hold(model, self._denoiser(model, unet, positive, negative, samples, device, dtype))
             x = self._start(model, latent, sigmas, device)
             callback = step_callback(model, self.context.progress, self.total, self.previews)
             result = self._sample(denoiser, x, sigmas, callback, self.seed, device)
@@ -223,21 +251,31 @@ class _FooocusRun:
     def joint(self, model, positive, negative, refiner, latent, sigmas, switch):
         refiner_model, refiner_positive, refiner_negative = refiner
         samples = latent["samples"]
-        with running_unet(model) as (unet, device, dtype), running_unet(refiner_model) as (refiner_unet, _, _), \
-                torch.inference_mode():
+        # Fooocus's synthetic refiner is the base UNet itself with other patches: its weights
+        # are swapped when the refiner first runs, not held by two contexts at once.
+        shared = refiner_model.network is model.network
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            unet, device, dtype = stack.enter_context(running_unet(model))
             base = self._denoiser(model, unet, positive, negative, samples, device, dtype)
-            second = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples, device,
-                                    dtype)
+            if shared:
+                second = _SwapOnFirstCall(
+                    self._denoiser(refiner_model, unet, refiner_positive, refiner_negative, samples, device, dtype),
+                    lambda: stack.enter_context(running_unet(refiner_model)))
+            else:
+                refiner_unet, _, _ = stack.enter_context(running_unet(refiner_model))
+                second = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples,
+                                        device, dtype)
             callback = step_callback(model, self.context.progress, self.total, self.previews)
             switcher = JointRefinerSwitch(base, second, switch, callback)
-            result = self._sample(switcher.denoiser, self._start(model, latent, sigmas, device), sigmas,
-                                  switcher.callback, self.seed, device)
+            result = self._sample(self._hold(model, switcher.denoiser), self._start(model, latent, sigmas, device),
+                                  sigmas, switcher.callback, self.seed, device)
         return {**latent, "samples": latent_from_model(model, result.float().cpu())}
 
     def _base_part(self, model, positive, negative, latent, sigmas, base_sigmas):
         """The base model's share of a two-model run: from the start to the switch step."""
         with running_unet(model) as (unet, device, dtype), torch.inference_mode():
-            denoiser = self._denoiser(model, unet, positive, negative, latent["samples"], device, dtype)
+            denoiser = self._hold(model, self._denoiser(model, unet, positive, negative, latent["samples"], device,
+                                                        dtype))
             callback = step_callback(model, self.context.progress, len(base_sigmas) - 1, self.previews, 0, self.total)
             return self._sample(denoiser, self._start(model, latent, sigmas, device), base_sigmas, callback,
                                 self.seed, device)
@@ -248,8 +286,8 @@ class _FooocusRun:
         samples = latent["samples"]
         x = self._base_part(model, positive, negative, latent, sigmas, base_sigmas)
         with running_unet(refiner_model) as (refiner_unet, device, dtype), torch.inference_mode():
-            denoiser = self._denoiser(refiner_model, refiner_unet, refiner_positive, refiner_negative, samples,
-                                      device, dtype)
+            denoiser = self._hold(refiner_model, self._denoiser(refiner_model, refiner_unet, refiner_positive,
+                                                                refiner_negative, samples, device, dtype))
             callback = step_callback(refiner_model, self.context.progress, len(refiner_sigmas) - 1, self.previews,
                                      switch, self.total)
             result = self._sample(denoiser, x, refiner_sigmas, callback, self.seed, device)
@@ -276,6 +314,19 @@ class _FooocusRun:
             finally:
                 self.sampling = saved
         return {"samples": latent_from_model(refiner_model, result.float().cpu())}
+
+
+class _SwapOnFirstCall:
+    """A denoiser whose `enter` (putting its weights on a shared UNet) runs before its first call."""
+
+    def __init__(self, denoiser, enter):
+        self.denoiser, self.enter = denoiser, enter
+
+    def __call__(self, x, sigma, **extra):
+        if self.enter is not None:
+            self.enter()
+            self.enter = None
+        return self.denoiser(x, sigma, **extra)
 
 
 class FooocusSaveImage:
