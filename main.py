@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="finished jobs kept; older ones and their files are deleted (default 0 = all)")
     fooocus.add_argument("--webhook-url", default=None, help="URL notified when any job finishes")
     fooocus.add_argument("--apikey", default=None, help="require this X-API-KEY header on every API route")
+    fooocus.add_argument("--allow-private-urls", action="store_true",
+                         help="let image URLs in requests point to loopback, private or link-local addresses "
+                              "(refused by default)")
+    fooocus.add_argument("--url-fetch-timeout", type=float, default=20.0,
+                         help="seconds allowed for fetching one image URL of a request (default 20)")
     fooocus.add_argument("--persistent", action="store_true",
                          help="accepted for Fooocus-API compatibility: history is always persisted")
     fooocus.add_argument("--database", type=Path, default=None,
@@ -81,7 +86,9 @@ def config_from_args(args: argparse.Namespace):
                      preview_size=args.preview_size, preview_method=args.preview_method,
                      max_history=args.max_history, preset=args.preset, default_model=args.default_model,
                      queue_size=args.queue_size, queue_history=args.queue_history, webhook_url=args.webhook_url,
-                     apikey=args.apikey, database=args.database, demo_models=not args.no_demo_models)
+                     apikey=args.apikey, allow_private_urls=args.allow_private_urls,
+                     url_fetch_timeout_s=args.url_fetch_timeout, database=args.database,
+                     demo_models=not args.no_demo_models)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ class AppConfig:
     queue_history: int = 0  # 0 = keep every finished job
     webhook_url: str | None = None
     apikey: str | None = None
+    allow_private_urls: bool = False  # image URLs of requests may point to loopback/private addresses
+    url_fetch_timeout_s: float = 20.0  # total time for fetching one image URL of a request
     database: Path | None = None  # SQLite job store; default <output_dir>/jobs.sqlite3
     demo_models: bool = True  # serve tiny random models when the models folder has no checkpoint
     extra: dict = field(default_factory=dict)

@@ -6,8 +6,10 @@ or an http(s) URL. v1 routes send upload bytes. Both end as a Pillow image:
 * masks -> L (channel 0 of that RGB picture): white = repaint, black = keep, so transparent
   pixels of an RGBA mask become "repaint", as in the reference server.
 
-This server makes no outgoing requests by itself: URL inputs need a `fetch_url` callable from
-the caller, otherwise they are refused with a clear error. Every failure is a ValueError whose
+URL inputs are fetched by the caller's fetcher (`fetch_url` for the synchronous readers, an
+`url_fetch.UrlFetcher` for `load_image_input`), never by this module on its own. Images are
+checked against a pixel limit from their header, before any pixel is decoded (decompression
+bombs), and generation inputs against a minimum size. Every failure is a ValueError whose
 message starts with the request field's name, for a 4xx answer that tells the client what to fix.
 """
 
@@ -23,6 +25,12 @@ from PIL import Image, UnidentifiedImageError
 
 # Values the reference server reads as "no image" (Swagger UI sends the literal "string").
 NO_IMAGE_STRINGS = frozenset({"", "none", "null", "string"})
+
+# Largest input accepted: 8192 x 8192 (an SDXL pipeline works at about 1 MP; Fooocus' own upscale
+# stops diffusing above 2800 px). Pillow's own bomb limit is a process-wide global: not touched.
+MAX_INPUT_PIXELS = 8192 * 8192
+# Smallest generation input: one latent cell of the VAE (8 px) per side.
+MIN_INPUT_SIDE = 8
 
 UrlFetcher = Callable[[str], bytes]
 ImageInput = Union[str, bytes, None]
@@ -58,14 +66,23 @@ def base64_payload(text: str, field: str) -> bytes:
         raise ValueError(f"{field}: not valid base64 image data ({error})") from None
 
 
-def open_image(data: bytes, field: str) -> Image.Image:
-    """Decode image file bytes completely (a truncated file fails here, not in the pipeline)."""
+def open_image(data: bytes, field: str, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Decode image file bytes completely (a truncated file fails here, not in the pipeline);
+    the size in the header is checked against `max_pixels` before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ValueError(f"{field}: the image is {width}x{height} pixels, more than the "
+                                 f"{max_pixels} pixels this server accepts")
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except ValueError as error:
+        if str(error).startswith(f"{field}: "):
+            raise
+        raise ValueError(f"{field}: could not decode the image ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{field}: could not decode the image ({error})") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ValueError(f"{field}: the image is too large") from None
@@ -89,6 +106,29 @@ def read_image_input(
             raise ValueError(f"{field}: could not fetch the image URL ({error})") from None
         return open_image(data, field)
     return open_image(base64_payload(value, field), field)
+
+
+async def load_image_input(value: ImageInput, field: str, fetcher=None) -> Optional[Image.Image]:
+    """`read_image_input` for the routes: URLs are fetched with `fetcher`
+    (server.fooocus.url_fetch.UrlFetcher: timeout, byte cap, address rules) on the event loop."""
+    if isinstance(value, str) and not is_no_image(value) and is_url(value):
+        if fetcher is None:
+            raise ValueError(f"{field}: image URLs are not fetched by this server; send base64 data")
+        try:
+            data = await fetcher.fetch(value)
+        except ValueError as error:
+            raise ValueError(f"{field}: {error}") from None
+        return open_image(data, field)
+    return read_image_input(value, field)
+
+
+def check_generation_input(image: Image.Image, field: str) -> Image.Image:
+    """A picture a pipeline will encode must cover at least one latent cell per side."""
+    width, height = image.size
+    if min(width, height) < MIN_INPUT_SIDE:
+        raise ValueError(f"{field}: the image is {width}x{height} pixels; at least "
+                         f"{MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed")
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
