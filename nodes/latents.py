@@ -14,9 +14,11 @@ MAX_RESOLUTION = 16384
 
 
 def images_to_vae(images: torch.Tensor) -> torch.Tensor:
-    """[B, H, W, C] in 0..1 -> [B, 3, H, W] in -1..1, cropped to multiples of 8."""
+    """[B, H, W, C] in 0..1 -> [B, 3, H, W] in -1..1, centre-cropped to multiples of 8 (as ComfyUI's
+    and Fooocus' VAE encoders crop)."""
     height, width = images.shape[1] // 8 * 8, images.shape[2] // 8 * 8
-    return images[:, :height, :width, :3].movedim(-1, 1) * 2.0 - 1.0
+    top, left = (images.shape[1] % 8) // 2, (images.shape[2] % 8) // 2
+    return images[:, top:top + height, left:left + width, :3].movedim(-1, 1) * 2.0 - 1.0
 
 
 def vae_to_images(decoded: torch.Tensor) -> torch.Tensor:
