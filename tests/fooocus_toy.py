@@ -33,13 +33,15 @@ def toy_planner(registry):
         steps = 3 if steps is None or steps < 1 else steps
         seed = params.get("image_seed", -1)
         seed = 1000 if seed == -1 else seed
+        # "hold" in the prompt: steps of 0.2 s, so the job holds the worker until it is stopped
+        delay = 0.2 if "hold" in params.get("prompt", "") else 0.02
         runs, seeds = [], []
         for index in range(params.get("image_number", 1)):
             producer = "Fail" if "fail" in params.get("prompt", "") and index == 1 else "Slow"
             # the value differs per job, so the executor cache cannot make a job instant
             value = (int(job_id.replace("-", "")[:6], 16) + index) % 1000 if job_id else index
             prompt = {"n": {"class_type": "Number", "inputs": {"value": value}},
-                      "sample": {"class_type": producer, "inputs": {"x": ["n", 0], "steps": steps, "delay": 0.02}},
+                      "sample": {"class_type": producer, "inputs": {"x": ["n", 0], "steps": steps, "delay": delay}},
                       "save": {"class_type": "ToySave", "inputs": {"value": ["sample", 0], "job_id": job_id,
                                                                    "index": index}}}
             if producer == "Fail":

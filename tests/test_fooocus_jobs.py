@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from fooocus_toy import attach_toy_fooocus
+from waiting import DEADLINE_S, until
 
 
 async def make_client(aiohttp_client, toy_app_factory, **config):
@@ -19,7 +20,7 @@ async def make_client(aiohttp_client, toy_app_factory, **config):
     return client, api
 
 
-async def poll(client, job_id, until, timeout=20):
+async def poll(client, job_id, until, timeout=DEADLINE_S):
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,14 +38,25 @@ def t2i(**fields):
     return json.dumps({"prompt": "a cat", **fields})
 
 
+def holding(**fields):
+    """A toy job of 200 steps of 0.2 s: it holds the worker until it is stopped."""
+    return t2i(prompt="hold the worker", async_process=True, advanced_params={"overwrite_step": 200}, **fields)
+
+
 async def test_async_submit_waiting_running_success(aiohttp_client, toy_app_factory):
     client, _ = await make_client(aiohttp_client, toy_app_factory)
     blocker = await (await client.post("/v1/generation/text-to-image",
-                                       data=t2i(async_process=True, advanced_params={"overwrite_step": 10}))).json()
-    response = await client.post("/v1/generation/text-to-image", data=t2i(async_process=True, image_number=2))
+                                       data=holding())).json()
+    await poll(client, blocker["job_id"], lambda b: b["job_stage"] == "RUNNING")
+    # 2 images of 25 steps: about a second RUNNING, plenty for the poll to see it
+    response = await client.post("/v1/generation/text-to-image",
+                                 data=t2i(async_process=True, image_number=2, advanced_params={"overwrite_step": 25}))
     body = await response.json()
     assert body["job_stage"] == "WAITING" and body["job_progress"] == 0 and body["job_result"] is None
     assert body["job_type"] == "Text to Image"
+    waiting, _ = await poll(client, body["job_id"], lambda b: True)
+    assert waiting["job_stage"] == "WAITING"  # the blocker still runs
+    await client.post("/v1/generation/stop")
     final, seen = await poll(client, body["job_id"], lambda b: b["job_stage"] == "SUCCESS")
     assert seen[0] == "WAITING" and "RUNNING" in seen and seen[-1] == "SUCCESS"
     assert final["job_progress"] == 100 and final["job_status"] == "Finished"
@@ -61,10 +73,11 @@ async def test_async_submit_waiting_running_success(aiohttp_client, toy_app_fact
 async def test_running_progress_is_between_15_and_100(aiohttp_client, toy_app_factory):
     client, _ = await make_client(aiohttp_client, toy_app_factory)
     body = await (await client.post("/v1/generation/text-to-image",
-                                    data=t2i(async_process=True, advanced_params={"overwrite_step": 20}))).json()
+                                    data=holding())).json()
     running, _ = await poll(client, body["job_id"], lambda b: b["job_stage"] == "RUNNING" and b["job_progress"] > 15)
     assert 15 < running["job_progress"] < 100 and running["job_status"].startswith("Step ")
-    await poll(client, body["job_id"], lambda b: b["job_stage"] == "SUCCESS")
+    await client.post("/v1/generation/stop")
+    await poll(client, body["job_id"], lambda b: b["job_stage"] == "ERROR")
 
 
 async def test_sync_request_returns_the_images(aiohttp_client, toy_app_factory):
@@ -87,9 +100,10 @@ async def test_png_streaming(aiohttp_client, toy_app_factory):
 
 async def test_stop_during_multi_image_job_keeps_finished_images(aiohttp_client, toy_app_factory):
     client, _ = await make_client(aiohttp_client, toy_app_factory)
+    # 100 steps of 20 ms per image: the stop lands within the second image's 2 s
     body = await (await client.post("/v1/generation/text-to-image",
                                     data=t2i(async_process=True, image_number=4,
-                                             advanced_params={"overwrite_step": 8}))).json()
+                                             advanced_params={"overwrite_step": 100}))).json()
     await poll(client, body["job_id"], lambda b: b["job_status"] and "2-th Sampling" in b["job_status"])
     assert await (await client.post("/v1/generation/stop")).json() == {"msg": "success"}
     final, _ = await poll(client, body["job_id"], lambda b: b["job_stage"] not in ("WAITING", "RUNNING"))
@@ -104,7 +118,7 @@ async def test_stop_during_multi_image_job_keeps_finished_images(aiohttp_client,
 async def test_cancel_queued_and_running_jobs(aiohttp_client, toy_app_factory):
     client, _ = await make_client(aiohttp_client, toy_app_factory)
     running = await (await client.post("/v1/generation/text-to-image",
-                                       data=t2i(async_process=True, advanced_params={"overwrite_step": 200}))).json()
+                                       data=holding())).json()
     queued = await (await client.post("/v1/generation/text-to-image", data=t2i(async_process=True))).json()
     await poll(client, running["job_id"], lambda b: b["job_stage"] == "RUNNING")
     cancelled = await (await client.post("/v1/generation/cancel", params={"job_id": queued["job_id"]})).json()
@@ -119,8 +133,7 @@ async def test_cancel_queued_and_running_jobs(aiohttp_client, toy_app_factory):
 async def test_queue_full(aiohttp_client, toy_app_factory):
     client, _ = await make_client(aiohttp_client, toy_app_factory, queue_size=2)
     for _ in range(2):
-        await client.post("/v1/generation/text-to-image", data=t2i(async_process=True,
-                                                                  advanced_params={"overwrite_step": 100}))
+        await client.post("/v1/generation/text-to-image", data=holding())
     full = await (await client.post("/v1/generation/text-to-image", data=t2i(async_process=True))).json()
     assert full["job_id"] == "" and full["job_stage"] == "ERROR"
     assert full["job_result"] == [{"base64": None, "url": None, "seed": "", "finish_reason": "QUEUE_IS_FULL"}]
@@ -236,11 +249,12 @@ class Receiver:
         self.hang = hang
         self.payloads = []
         self.calls = 0
+        self.released = asyncio.Event()  # ends a hang
 
     async def handle(self, request):
         self.calls += 1
         if self.hang:
-            await asyncio.sleep(30)
+            await asyncio.wait_for(self.released.wait(), 30)
         if self.calls <= self.fail_first:
             return web.Response(status=500)
         self.payloads.append(await request.json())
@@ -259,30 +273,33 @@ async def test_webhook_delivered_and_retried(aiohttp_client, aiohttp_server, toy
     url = await start_receiver(aiohttp_server, receiver)
     client, api = await make_client(aiohttp_client, toy_app_factory)
     items = await (await client.post("/v1/generation/text-to-image", data=t2i(webhook_url=url, image_seed=5))).json()
-    for _ in range(200):
-        if receiver.payloads:
-            break
-        await asyncio.sleep(0.02)
-    payload = receiver.payloads[0]
+
+    async def delivered():
+        return receiver.payloads
+    payload = (await until(delivered, what="a webhook delivery"))[0]
     assert receiver.calls == 2
     assert payload["job_result"] == [{"url": items[0]["url"], "seed": "5"}]
     assert payload["job_stage"] == "SUCCESS" and payload["finish_reason"] == "SUCCESS"
-    for _ in range(100):
+    async def recorded():
         record = api.store.get(payload["job_id"])
-        if record.webhook.outcome:
-            break
-        await asyncio.sleep(0.02)
+        return record if record.webhook.outcome else None
+    record = await until(recorded, what="the webhook outcome on the job record")
     assert record.webhook.outcome == "delivered" and record.webhook.attempts == 2
 
 
 async def test_hanging_webhook_does_not_block_the_next_job(aiohttp_client, aiohttp_server, toy_app_factory):
     receiver = Receiver(hang=True)
     url = await start_receiver(aiohttp_server, receiver)
-    client, _ = await make_client(aiohttp_client, toy_app_factory,
-                                  webhook_options={"timeout_s": 4, "max_attempts": 1}, webhook_url=url)
-    started = time.monotonic()
+    client, api = await make_client(aiohttp_client, toy_app_factory,
+                                    webhook_options={"timeout_s": 25, "max_attempts": 1}, webhook_url=url)
     first = await (await client.post("/v1/generation/text-to-image", data=t2i())).json()
-    second = await (await client.post("/v1/generation/text-to-image", data=t2i())).json()
-    assert first[0]["finish_reason"] == second[0]["finish_reason"] == "SUCCESS"
-    # delivered on the worker, each hanging webhook would hold the queue for its 4 s timeout
-    assert time.monotonic() - started < 3
+    job_id = first[0]["url"].rsplit("/", 1)[1].rsplit("-", 1)[0]
+
+    async def hanging():
+        return receiver.calls
+    await until(hanging, what="the first webhook reaching its receiver")
+    # delivered on the worker, the hanging webhook would hold the queue for its 25 s timeout
+    second = await asyncio.wait_for(client.post("/v1/generation/text-to-image", data=t2i()), 20)
+    assert first[0]["finish_reason"] == (await second.json())[0]["finish_reason"] == "SUCCESS"
+    assert api.store.get(job_id).webhook.outcome is None  # the first delivery is still hanging
+    receiver.released.set()

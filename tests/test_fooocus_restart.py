@@ -52,17 +52,19 @@ def test_sigkill_mid_run_and_restart(tmp_path):
     port = free_port()
     server = start(port, tmp_path)
     try:
-        # 25 steps of 20 ms: each job runs about half a second, long enough to be caught running
+        # 25 steps of 20 ms: a job runs about half a second; the third job's steps take 0.2 s (the toy
+        # planner's "hold"), so it is still the running one when the server is killed
         ids = [call(port, "/v1/generation/text-to-image",
-                    {"prompt": "p", "async_process": True, "advanced_params": {"overwrite_step": 25}})["job_id"]
-               for _ in range(10)]
+                    {"prompt": "hold" if index == 2 else "p", "async_process": True,
+                     "advanced_params": {"overwrite_step": 25}})["job_id"]
+               for index in range(10)]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             stages = [query(port, job_id)["job_stage"] for job_id in ids]
             if stages.count("SUCCESS") >= 2 and "RUNNING" in stages:
                 break
             time.sleep(0.02)
-        assert stages.count("SUCCESS") >= 2 and "RUNNING" in stages and "WAITING" in stages, stages
+        assert stages[:3] == ["SUCCESS", "SUCCESS", "RUNNING"] and set(stages[3:]) == {"WAITING"}, stages
         os.kill(server.pid, signal.SIGKILL)
         server.wait(10)
         before = stages

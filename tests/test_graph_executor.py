@@ -182,14 +182,19 @@ def test_node_exception_becomes_execution_error_and_executor_survives(registry):
 def test_interrupt_between_nodes_and_inside_a_node(registry):
     g = GraphBuilder()
     n = g.node("Number", "n", value=1)
-    g.node("Output", "out", value=g.node("Slow", "slow", x=n, steps=200, delay=0.005))
+    g.node("Output", "out", value=g.node("Slow", "slow", x=n, steps=200, delay=0.05))  # 10 s unless stopped
     prompt = g.finalize()
     flag = InterruptFlag()
     sink = RecordingSink()
     executor = Executor(registry, ClassicCache())
-    timer = threading.Timer(0.1, flag.request)
-    timer.start()
+    # asked to stop from another thread once the node reports its first step (not after a fixed time)
+    first_step = threading.Event()
+    record = sink.send
+    sink.send = lambda event, data: (record(event, data), event == "progress" and first_step.set())
+    stopper = threading.Thread(target=lambda: first_step.wait(60) and flag.request())
+    stopper.start()
     outcome = run(executor, registry, prompt, interrupt=flag, sink=sink)
+    stopper.join()
     assert outcome.status == "interrupted"
     assert sink.types()[-1] == "execution_interrupted"
     assert sink.events[-1][1]["node_id"] == "slow"

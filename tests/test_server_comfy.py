@@ -7,12 +7,18 @@ import pytest
 from PIL import Image
 
 from toy_nodes import CALLS
+from waiting import DEADLINE_S, HOLD_DELAY, HOLD_STEPS, is_event, until, until_message
 
 
-def chain_prompt(value=1, steps=2):
+def chain_prompt(value=1, steps=2, delay=0.001):
     return {"n": {"class_type": "Number", "inputs": {"value": value}},
-            "slow": {"class_type": "Slow", "inputs": {"x": ["n", 0], "steps": steps, "delay": 0.001}},
+            "slow": {"class_type": "Slow", "inputs": {"x": ["n", 0], "steps": steps, "delay": delay}},
             "out": {"class_type": "Output", "inputs": {"value": ["slow", 0]}}}
+
+
+def holding_prompt(value=1):
+    """Holds the worker until interrupted (minutes otherwise)."""
+    return chain_prompt(value, steps=HOLD_STEPS, delay=HOLD_DELAY)
 
 
 @pytest.fixture
@@ -21,7 +27,7 @@ async def client(aiohttp_client, toy_app_factory):
     return await aiohttp_client(app.make_web_app())
 
 
-async def receive_until_done(ws, prompt_id, timeout=10):
+async def receive_until_done(ws, prompt_id, timeout=DEADLINE_S):
     messages = []
     async def loop():
         async for msg in ws:
@@ -128,17 +134,9 @@ async def test_wrong_types_and_missing_links_are_400(client):
 async def test_interrupt_stops_running_prompt(client):
     ws = await client.ws_connect("/ws?clientId=c1")
     await ws.receive_json()
-    response = await client.post("/prompt", json={"prompt": {
-        "n": {"class_type": "Number", "inputs": {"value": 1}},
-        "slow": {"class_type": "Slow", "inputs": {"x": ["n", 0], "steps": 1000, "delay": 0.01}},
-        "out": {"class_type": "Output", "inputs": {"value": ["slow", 0]}}}, "client_id": "c1"})
+    response = await client.post("/prompt", json={"prompt": holding_prompt(), "client_id": "c1"})
     prompt_id = (await response.json())["prompt_id"]
-    async def wait_progress():
-        async for msg in ws:
-            data = json.loads(msg.data)
-            if data["type"] == "progress":
-                return
-    await asyncio.wait_for(wait_progress(), 10)
+    await until_message(ws, is_event("progress", prompt_id))
     assert (await client.post("/interrupt", json={"prompt_id": "other"})).status == 200
     assert (await client.post("/interrupt")).status == 200
     messages = await receive_until_done(ws, prompt_id)
@@ -148,8 +146,11 @@ async def test_interrupt_stops_running_prompt(client):
 
 
 async def test_queue_priority_delete_and_clear(client, toy_app_factory):
-        # hold the worker on a slow prompt so the rest waits
-    blocker = await (await client.post("/prompt", json={"prompt": chain_prompt(steps=300)})).json()
+    # hold the worker on a prompt that runs until interrupted, and wait until it runs, so the rest waits
+    ws = await client.ws_connect("/ws?clientId=queue-test")
+    await ws.receive_json()
+    blocker = await (await client.post("/prompt", json={"prompt": holding_prompt(), "client_id": "queue-test"})).json()
+    await until_message(ws, is_event("execution_start", blocker["prompt_id"]))
     ids = []
     for value in range(3):
         body = await (await client.post("/prompt", json={"prompt": chain_prompt(value=value + 10)})).json()
@@ -164,8 +165,10 @@ async def test_queue_priority_delete_and_clear(client, toy_app_factory):
     await client.post("/queue", json={"clear": True})
     queue = await (await client.get("/queue")).json()
     assert queue["queue_pending"] == []
-    assert (await (await client.get("/prompt")).json())["exec_info"]["queue_remaining"] <= 1
+    assert (await (await client.get("/prompt")).json())["exec_info"]["queue_remaining"] == 1  # the blocker
+    assert [item[1] for item in queue["queue_running"]] == [blocker["prompt_id"]]
     await client.post("/interrupt")
+    await until_message(ws, is_event("execution_interrupted", blocker["prompt_id"]))
 
 
 async def test_history_paging_delete_clear(client):
@@ -173,10 +176,9 @@ async def test_history_paging_delete_clear(client):
     for value in range(4):
         body = await (await client.post("/prompt", json={"prompt": chain_prompt(value=value)})).json()
         ids.append(body["prompt_id"])
-    for _ in range(200):
-        if len(await (await client.get("/history")).json()) == 4:
-            break
-        await asyncio.sleep(0.05)
+    async def all_four():
+        return len(await (await client.get("/history")).json()) == 4
+    await until(all_four, what="4 history entries")
     history = await (await client.get("/history")).json()
     assert list(history) == ids
     assert list(await (await client.get("/history?max_items=2")).json()) == ids[-2:]
@@ -270,7 +272,7 @@ async def test_feature_flags_negotiation(client):
     ws = await client.ws_connect("/ws?clientId=f1")
     await ws.receive_json()
     await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-    reply = await asyncio.wait_for(ws.receive_json(), 5)
+    reply = await asyncio.wait_for(ws.receive_json(), DEADLINE_S)
     assert reply["type"] == "feature_flags" and reply["data"]["supports_preview_metadata"] is True
 
 
@@ -287,23 +289,13 @@ async def test_request_body_size_limit(aiohttp_client, toy_app_factory):
 async def test_reconnecting_client_is_told_the_running_node(client):
     ws = await client.ws_connect("/ws?clientId=again")
     await ws.receive_json()
-    body = await (await client.post("/prompt", json={"client_id": "again", "prompt": {
-        "n": {"class_type": "Number", "inputs": {"value": 1}},
-        "slow": {"class_type": "Slow", "inputs": {"x": ["n", 0], "steps": 400, "delay": 0.01}},
-        "out": {"class_type": "Output", "inputs": {"value": ["slow", 0]}}}})).json()
-
-    async def until_progress():
-        async for message in ws:
-            if json.loads(message.data)["type"] == "progress":
-                return
-    await asyncio.wait_for(until_progress(), 10)
+    body = await (await client.post("/prompt", json={"client_id": "again", "prompt": holding_prompt()})).json()
+    await until_message(ws, is_event("progress", body["prompt_id"]))
     # the client comes back on a new socket (the old one is dropped without a goodbye)
     again = await client.ws_connect("/ws?clientId=again")
     first = await again.receive_json()
     assert first["type"] == "status" and first["data"]["sid"] == "again"
-    second = await asyncio.wait_for(again.receive_json(), 5)
-    while second["type"] != "executing":
-        second = await asyncio.wait_for(again.receive_json(), 5)
+    second = await until_message(again, is_event("executing"))
     assert second["data"] == {"node": "slow", "display_node": "slow", "prompt_id": body["prompt_id"]}
     await client.post("/interrupt")
     await again.close()

@@ -28,10 +28,12 @@ class Receiver:
         self.hang = hang
         self.bodies = []
         self.arrivals = []
+        self.arrived = asyncio.Event()  # set by the first request
 
     async def handle(self, request: web.Request) -> web.Response:
         self.arrivals.append(time.monotonic())
         self.bodies.append(await request.json())
+        self.arrived.set()
         if self.hang is not None:
             await self.hang.wait()
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
@@ -102,15 +104,15 @@ async def test_hanging_receiver_does_not_delay_another(aiohttp_server):
         if out.job_id == "fast":
             delivered_fast.set()
 
-    s = WebhookSender(on_outcome=on_outcome, timeout_s=0.6, max_attempts=1, concurrency=2)
+    s = WebhookSender(on_outcome=on_outcome, timeout_s=3.0, max_attempts=1, concurrency=2)
     await s.start()
     try:
         s.submit(hang_url, {"job_id": "slow", "job_result": []}, job_id="slow")
-        await asyncio.sleep(0.05)  # the slow receiver now holds one delivery slot
-        t0 = time.monotonic()
+        await asyncio.wait_for(hanging.arrived.wait(), 30)  # the slow receiver now holds one delivery slot
         s.submit(fast_url, {"job_id": "fast", "job_result": []}, job_id="fast")
-        await asyncio.wait_for(delivered_fast.wait(), 0.4)  # well before the 0.6 s timeout
-        assert time.monotonic() - t0 < 0.4
+        await asyncio.wait_for(delivered_fast.wait(), 30)
+        # delivered while the slow one still hangs: had it waited for the slow one, it would come
+        # after the slow one's 3 s timeout
         assert [o.job_id for o in outcomes] == ["fast"] and s.pending_count == 1
         await s.wait_idle()
         slow = next(o for o in outcomes if o.job_id == "slow")
@@ -129,7 +131,7 @@ async def test_dead_port_fails_after_bounded_retries():
         t0 = time.monotonic()
         s.submit(f"http://127.0.0.1:{port}/hook", {"job_id": "d"}, job_id="d")
         await s.wait_idle()
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 10.0  # refused at once: far from 3 attempts x the 5 s timeout
     [out] = outcomes
     assert (out.delivered, out.attempts, out.status) == (False, 3, None)
     assert "Connect" in out.error
@@ -179,15 +181,16 @@ async def test_submit_from_a_worker_thread_and_after_stop(aiohttp_server):
 
 async def test_stop_reports_undelivered_as_failed(aiohttp_server):
     release = asyncio.Event()
-    url = await serve(aiohttp_server, Receiver(hang=release))
+    receiver = Receiver(hang=release)
+    url = await serve(aiohttp_server, receiver)
     outcomes = []
     s = sender(outcomes, timeout_s=10.0)
     await s.start()
     s.submit(url, {"job_id": "h"}, job_id="h")
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(receiver.arrived.wait(), 30)  # the delivery is in flight
     t0 = time.monotonic()
     await s.stop(drain_timeout_s=0.05)
     release.set()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # did not wait for the 10 s timeout
     [out] = outcomes
     assert not out.delivered and out.attempts == 1 and "stopped" in out.error
