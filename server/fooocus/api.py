@@ -62,7 +62,7 @@ class FooocusImageWriter:
 class FooocusAPI:
     def __init__(self, app, planner: Planner, *, vocabulary: Callable[[], Vocabulary],
                  style_names: Callable[[], list[str]], sampler_nodes: Callable[[str | None], bool] = lambda n: True,
-                 webhook_options: dict | None = None, request_params=None) -> None:
+                 webhook_options: dict | None = None, request_params=None, inputs=None) -> None:
         config = app.config
         self.app = app
         database = Path(config.database) if config.database else Path(config.output_dir) / "jobs.sqlite3"
@@ -73,13 +73,14 @@ class FooocusAPI:
         self.jobs = FooocusJobs(store=self.store, queue=app.queue, outputs=self.outputs, webhooks=self.webhooks,
                                 planner=planner, interrupt=app.interrupt, queue_size=config.queue_size,
                                 queue_history=config.queue_history, webhook_url=config.webhook_url,
-                                sampler_nodes=sampler_nodes)
+                                sampler_nodes=sampler_nodes, inputs=inputs)
         free = None
         if app.services.models is not None:
             free = lambda: app.worker.request_free(True, False)  # noqa: E731
         routes_options = {"request_params": request_params} if request_params is not None else {}
         self.routes = FooocusRoutes(self.jobs, self.outputs, vocabulary, self.list_models, style_names, free,
                                     **routes_options)
+        self.route_packs: list = [self.routes]  # more packs (image routes, tools) are added by setup
         self.hashes = ModelHashes(Path(config.output_dir) / "model_hashes.json")
         app.services.extras["fooocus_writer"] = FooocusImageWriter(self.outputs, self.hashes, app.folders)
 
@@ -94,8 +95,9 @@ class FooocusAPI:
             self.store.update(record)
 
     def install(self, web_app: web.Application) -> None:
-        for method, path, handler in self.routes.routes():
-            web_app.router.add_route(method, path, handler)
+        for pack in self.route_packs:
+            for method, path, handler in pack.routes():
+                web_app.router.add_route(method, path, handler)
         install_docs(web_app, self)
         web_app.on_startup.append(self._on_startup)
         web_app.on_cleanup.append(self._on_cleanup)

@@ -44,6 +44,11 @@ class SubmitRefused(Exception):
     """The queue is full: the caller answers QUEUE_IS_FULL."""
 
 
+class JobCannotRun(Exception):
+    """A valid request the server cannot run as set up (e.g. a model file is missing): the job is
+    recorded as failed with this message, so every job route reports it."""
+
+
 class _JobObserver:
     """Follows one job on the worker thread and keeps its record current."""
 
@@ -115,7 +120,8 @@ class _JobObserver:
 class FooocusJobs:
     def __init__(self, *, store: JobStore, queue: PromptQueue, outputs: OutputStore, webhooks: WebhookSender,
                  planner: Planner, interrupt, queue_size: int = 100, queue_history: int = 0,
-                 webhook_url: str | None = None, sampler_nodes: Callable[[str | None], bool] = lambda n: True) -> None:
+                 webhook_url: str | None = None, sampler_nodes: Callable[[str | None], bool] = lambda n: True,
+                 inputs=None) -> None:
         self.store = store
         self.queue = queue
         self.outputs = outputs
@@ -126,6 +132,7 @@ class FooocusJobs:
         self.queue_history = queue_history
         self.webhook_url = webhook_url
         self.is_sampler_node = sampler_nodes
+        self.inputs = inputs  # InputImageStore: a deleted job's stored input images go with it
         self.previews: dict[str, Any] = {}  # unfinished job id -> latest step preview (image, renderer or base64)
         self.previews_wanted: set[str] = set()  # unfinished jobs a client asked step previews of
         self.finished_previews: OrderedDict[str, Any] = OrderedDict()  # the last FINISHED_PREVIEWS_KEPT jobs'
@@ -139,7 +146,14 @@ class FooocusJobs:
         record = JobRecord(job_type=job_type, params=params, webhook_url=params.get("webhook_url"))
         if job_id:
             record.job_id = job_id
-        plan = self.planner(job_type, params, record.job_id)
+        try:
+            plan = self.planner(job_type, params, record.job_id)
+        except JobCannotRun as exc:
+            record.mark_failed(str(exc))
+            record.status = f"Error: {exc}"
+            self.store.add(record)
+            self.finished(record)
+            return record
         self.store.add(record)
         self._enqueue(record, plan)
         return record
@@ -249,6 +263,8 @@ class FooocusJobs:
         self.previews_wanted.discard(job_id)
 
     def _delete_files(self, record: JobRecord) -> None:
+        if self.inputs is not None and isinstance(record.params, dict):
+            self.inputs.delete_job_inputs(record.params)
         for path in record.file_paths():
             try:
                 Path(path).unlink(missing_ok=True)

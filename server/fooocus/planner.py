@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from graph import NodeRegistry, validate_prompt
 from nodes.fooocus.expansion import EXPANSION_FOLDER, missing_expansion_files
-from nodes.fooocus.performance import SamplingSettings, apply_performance, performance_mode, plan_steps
+from nodes.fooocus.performance import SamplingSettings, StepPlan, apply_performance, performance_mode, plan_steps
 from nodes.fooocus.presets import Preset
 from nodes.fooocus.prompt_processing import PromptRequest, build_tasks, resolve_seed
 from nodes.fooocus.styles import FOOOCUS_V2, StyleLibrary
@@ -29,6 +29,24 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 @dataclass
+class PreparedJob:
+    """A request's models, settings, steps and prompt tasks, ready to fill a workflow with."""
+
+    request: CommonRequest
+    base: str
+    refiner: str | None
+    settings: SamplingSettings
+    steps: StepPlan
+    tasks: list
+    expansion_ok: bool
+    warnings: list[str]
+
+    @property
+    def use_refiner(self) -> bool:
+        return self.refiner is not None and self.steps.switch < self.steps.steps
+
+
+@dataclass
 class FooocusLibraries:
     styles: StyleLibrary
     wildcards: WildcardLibrary
@@ -43,9 +61,10 @@ class TextToImagePlanner:
         self.workflow = Workflow.load("text_to_image")
 
     # --- request -> stored parameters ---------------------------------------------------------
-    def request_params(self, parsed: BaseModel) -> dict:
-        """The request as stored on the job: fields the client left out take the preset's values."""
-        params = parsed.model_dump(mode="json")
+    def request_params(self, parsed: BaseModel, exclude=()) -> dict:
+        """The request as stored on the job: fields the client left out take the preset's values;
+        `exclude`: fields not stored (images, stored as files by the route)."""
+        params = parsed.model_dump(mode="json", exclude=set(exclude))
         preset, given = self.libraries.preset, parsed.model_fields_set
         defaults = {"base_model_name": preset.base_model, "refiner_model_name": preset.refiner_model,
                     "refiner_switch": preset.refiner_switch, "guidance_scale": preset.cfg_scale,
@@ -65,7 +84,23 @@ class TextToImagePlanner:
 
     # --- stored parameters -> runs ------------------------------------------------------------
     def __call__(self, job_type: str, params: dict, job_id: str) -> JobPlan:
-        request = CommonRequest.model_validate(params)
+        job = self.prepare(CommonRequest.model_validate(params))
+        width, height = job.request.size
+        advanced = job.request.advanced_params
+        if advanced.overwrite_width > 0:
+            width = advanced.overwrite_width
+        if advanced.overwrite_height > 0:
+            height = advanced.overwrite_height
+        runs = []
+        for task in job.tasks:
+            values, enabled = self.sampling_values(job, task, job_id, width, height)
+            values.update({"width": width, "height": height})
+            runs.append(self.run_spec(self.workflow, values, enabled))
+        return JobPlan(runs, [task.seed for task in job.tasks], job.steps.steps, job.warnings)
+
+    def prepare(self, request: CommonRequest, *, upscale_steps: bool = False) -> "PreparedJob":
+        """Models, performance settings, steps and prompt tasks of a request: what every Fooocus
+        capability shares. `upscale_steps`: the step count is the mode's upscale count."""
         advanced = request.advanced_params
         warnings: list[str] = []
         checkpoints = self.folders.list("checkpoints")
@@ -90,7 +125,8 @@ class TextToImagePlanner:
         # code's a fraction (-1..1); 1 and above can only be a step.
         switch_fraction = advanced.overwrite_switch if 0 < advanced.overwrite_switch < 1 else -1
         steps = plan_steps(performance_mode(settings.performance), refiner_switch=settings.refiner_switch,
-                           overwrite_step=advanced.overwrite_step, overwrite_switch=switch_fraction)
+                           upscale=upscale_steps, overwrite_step=advanced.overwrite_step,
+                           overwrite_switch=switch_fraction)
         if advanced.overwrite_switch >= 1:
             steps = replace(steps, switch=int(advanced.overwrite_switch))
 
@@ -114,43 +150,48 @@ class TextToImagePlanner:
         expansion_ok = not missing_expansion_files(Path(self.folders.root) / EXPANSION_FOLDER)
         if any(task.use_expansion for task in tasks) and not expansion_ok:
             warnings.append("Fooocus V2 expansion model missing; prompts are not expanded")
+        return PreparedJob(request, base, refiner, settings, steps, tasks, expansion_ok, warnings)
 
-        width, height = request.size
-        if advanced.overwrite_width > 0:
-            width = advanced.overwrite_width
-        if advanced.overwrite_height > 0:
-            height = advanced.overwrite_height
-        use_refiner = refiner is not None and steps.switch < steps.steps
-        runs = []
-        for task in tasks:
-            expand = task.use_expansion and expansion_ok
-            metadata = self._metadata(request, task, settings, steps.steps, width, height, base, refiner, expand)
-            values = {
-                "base_model": base, "loras": json.dumps([list(lora) for lora in task.loras]),
-                "expansion_prompt": task.prompt, "seed": task.seed,
-                "positive_texts": json.dumps(list(task.positive)), "positive_pool_count": task.positive_pool_count,
-                "negative_texts": json.dumps(list(task.negative)), "clip_skip": advanced.clip_skip,
-                "width": width, "height": height, "steps": steps.steps, "cfg": settings.cfg_scale,
-                "sampler_name": settings.sampler, "scheduler": settings.scheduler, "sharpness": settings.sharpness,
-                "adaptive_cfg": settings.adaptive_cfg, "adm_scaler_positive": settings.adm_scaler_positive,
-                "adm_scaler_negative": settings.adm_scaler_negative, "adm_scaler_end": settings.adm_scaler_end,
-                "freeu": advanced.freeu_enabled, "freeu_b1": advanced.freeu_b1, "freeu_b2": advanced.freeu_b2,
-                "freeu_s1": advanced.freeu_s1, "freeu_s2": advanced.freeu_s2,
-                "refiner_switch_step": steps.switch if use_refiner else 10000,
-                "refiner_swap_method": advanced.refiner_swap_method.value,
-                "job_id": job_id, "image_index": task.index, "save_extension": request.save_extension.value,
-                "save_name": request.save_name,
-                "meta_scheme": request.meta_scheme.value if request.save_meta else "none",
-                "metadata": json.dumps(metadata),
-            }
-            if use_refiner:
-                values["refiner_model"] = refiner
-            prompt = self.workflow.fill(values, {"refiner": use_refiner, "expansion": expand})
-            result = validate_prompt(prompt, self.registry)
-            if not result.ok:
-                raise ValueError(_validation_message(result))
-            runs.append(RunSpec.of(prompt, result))
-        return JobPlan(runs, [task.seed for task in tasks], steps.steps, warnings)
+    def sampling_values(self, job: "PreparedJob", task, job_id: str, width: int, height: int,
+                        ) -> tuple[dict, dict[str, bool]]:
+        """Slot values and optional pieces every Fooocus sampling workflow shares, for one image
+        (`width` x `height`: the size it is generated at, for the metadata)."""
+        request, settings, steps, advanced = job.request, job.settings, job.steps, job.request.advanced_params
+        expand = task.use_expansion and job.expansion_ok
+        use_refiner = job.use_refiner
+        metadata = self._metadata(request, task, settings, steps.steps, width, height, job.base, job.refiner, expand)
+        values = {
+            "base_model": job.base, "loras": json.dumps([list(lora) for lora in task.loras]),
+            "expansion_prompt": task.prompt, "seed": task.seed,
+            "positive_texts": json.dumps(list(task.positive)), "positive_pool_count": task.positive_pool_count,
+            "negative_texts": json.dumps(list(task.negative)), "clip_skip": advanced.clip_skip,
+            "steps": steps.steps, "cfg": settings.cfg_scale,
+            "sampler_name": settings.sampler, "scheduler": settings.scheduler, "sharpness": settings.sharpness,
+            "adaptive_cfg": settings.adaptive_cfg, "adm_scaler_positive": settings.adm_scaler_positive,
+            "adm_scaler_negative": settings.adm_scaler_negative, "adm_scaler_end": settings.adm_scaler_end,
+            "freeu": advanced.freeu_enabled, "freeu_b1": advanced.freeu_b1, "freeu_b2": advanced.freeu_b2,
+            "freeu_s1": advanced.freeu_s1, "freeu_s2": advanced.freeu_s2,
+            "refiner_switch_step": steps.switch if use_refiner else 10000,
+            "refiner_swap_method": advanced.refiner_swap_method.value,
+            "job_id": job_id, "image_index": task.index,
+            "metadata": json.dumps(metadata),
+            **self.save_values(request),
+        }
+        if use_refiner:
+            values["refiner_model"] = job.refiner
+        return values, {"refiner": use_refiner, "expansion": expand}
+
+    @staticmethod
+    def save_values(request: CommonRequest) -> dict:
+        return {"save_extension": request.save_extension.value, "save_name": request.save_name,
+                "meta_scheme": request.meta_scheme.value if request.save_meta else "none"}
+
+    def run_spec(self, workflow: Workflow, values: dict, enabled: dict[str, bool] | None = None) -> RunSpec:
+        prompt = workflow.fill(values, enabled)
+        result = validate_prompt(prompt, self.registry)
+        if not result.ok:
+            raise ValueError(_validation_message(result))
+        return RunSpec.of(prompt, result)
 
     def _base_model(self, requested: str, checkpoints: list[str], warnings: list[str]) -> str:
         if requested in checkpoints:
@@ -189,20 +230,25 @@ class TextToImagePlanner:
         }
 
 
-def _is_sdxl_base(path: Path) -> bool:
-    """Whether a checkpoint holds both SDXL text encoders (CLIP-L and CLIP-G), read from the
-    safetensors header only; other formats count as unknown (False)."""
+def checkpoint_keys(path: Path) -> list[str]:
+    """Tensor names of a .safetensors checkpoint, read from its header only; other formats (and
+    unreadable files) give no names."""
     if path.suffix.lower() != ".safetensors":
-        return False
+        return []
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > MAX_HEADER_BYTES:
-                return False
+                return []
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
-        return False
-    return any(key.startswith(SDXL_SECOND_ENCODER_PREFIX) for key in header)
+        return []
+    return list(header) if isinstance(header, dict) else []
+
+
+def _is_sdxl_base(path: Path) -> bool:
+    """Whether a checkpoint holds both SDXL text encoders (CLIP-L and CLIP-G)."""
+    return any(key.startswith(SDXL_SECOND_ENCODER_PREFIX) for key in checkpoint_keys(path))
 
 
 def _validation_message(result) -> str:

@@ -53,6 +53,10 @@ def query_model(model, request: web.Request):
                                           content_type="application/json")
 
 
+def _dump_request(parsed: pydantic.BaseModel, exclude=()) -> dict:
+    return parsed.model_dump(mode="json", exclude=set(exclude))
+
+
 def wants_png(request: web.Request) -> bool:
     accept = request.query.get("accept") or request.headers.get("Accept", "")
     return accept.strip() == "image/png"
@@ -62,9 +66,9 @@ class FooocusRoutes:
     def __init__(self, jobs: FooocusJobs, outputs: OutputStore, vocabulary: Callable[[], Vocabulary],
                  list_models: Callable[[], dict], style_names: Callable[[], list[str]],
                  free_models: Callable[[], None] | None = None,
-                 request_params: Callable[[pydantic.BaseModel], dict] = lambda parsed: parsed.model_dump(mode="json"),
+                 request_params: Callable[..., dict] | None = None,
                  ) -> None:
-        self.request_params = request_params
+        self.request_params = request_params or _dump_request
         self.jobs = jobs
         self.outputs = outputs
         self.vocabulary = vocabulary
@@ -100,9 +104,15 @@ class FooocusRoutes:
             return unprocessable(validation_error_response(exc, body))
         return await self.generate(request, JobType.TEXT_TO_IMAGE.value, parsed)
 
-    async def generate(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel) -> web.StreamResponse:
+    async def generate(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel, *,
+                       stored_images: dict[str, str | None] | None = None,
+                       exclude: tuple[str, ...] = ()) -> web.StreamResponse:
+        """Submit a validated request. `stored_images`: image fields already stored in the input
+        folder (field -> stored name), written into the job's parameters in place of the image."""
+        stored_images = stored_images or {}
         stream = wants_png(request) and not getattr(parsed, "async_process", False)
-        params = self.request_params(parsed)
+        params = self.request_params(parsed, exclude=(*exclude, *stored_images))
+        params.update(stored_images)
         if stream:
             params["image_number"] = 1
         try:

@@ -1,0 +1,118 @@
+"""Fooocus-API routes that take input images (v1 multipart forms, v2 JSON with base64 or URLs).
+
+Each route validates the body into its request model (422 naming the field), decodes every image
+once (422 naming the field on any failure: bad base64, not an image, truncated, too big, too
+small, an unreachable or refused URL), stores it in the input folder and submits the job with the
+stored file's name in place of the image, through the same path as text-to-image.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import pydantic
+from aiohttp import web
+
+from server.jobs import JobType
+
+from .forms import parse_form
+from .images import check_generation_input, load_image_input, to_rgb
+from .input_store import InputImageStore
+from .requests import UpscaleVaryRequestV1, UpscaleVaryRequestV2
+from .routes import FooocusRoutes, read_json_body, unprocessable
+from .url_fetch import UrlFetcher
+from .validation import validate_request, validation_error_response
+
+# Request fields not stored with the job: images travel as stored files; image prompts belong to
+# the image-prompt capability, which uov jobs do not run.
+NOT_STORED = ("image_prompts",)
+
+
+class ImageInputError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def input_error_response(error: ImageInputError) -> web.Response:
+    return unprocessable({"detail": [{"type": "value_error", "loc": ["body", error.field], "msg": str(error),
+                                      "input": None}]})
+
+
+async def read_form_fields(request: web.Request) -> list[tuple[str, Any]]:
+    """(name, str | bytes) pairs of a multipart or urlencoded body, in arrival order."""
+    try:
+        form = await request.post()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise web.HTTPUnprocessableEntity(
+            text=json.dumps({"detail": [{"type": "value_error", "loc": ["body"],
+                                         "msg": f"expected a multipart form: {exc}", "input": None}]}),
+            content_type="application/json")
+    fields = []
+    for name, value in form.items():
+        if isinstance(value, web.FileField):
+            fields.append((name, value.file.read()))
+        else:
+            fields.append((name, value))
+    return fields
+
+
+class ImageRoutes:
+    def __init__(self, base: FooocusRoutes, inputs: InputImageStore, fetcher: UrlFetcher,
+                 vocabulary: Callable) -> None:
+        self.base = base
+        self.inputs = inputs
+        self.fetcher = fetcher
+        self.vocabulary = vocabulary
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("POST", "/v1/generation/image-upscale-vary", self.upscale_vary_v1),
+            ("POST", "/v2/generation/image-upscale-vary", self.upscale_vary_v2),
+        ]
+
+    # --- Upscale or Vary ----------------------------------------------------------------------
+    async def upscale_vary_v1(self, request: web.Request) -> web.StreamResponse:
+        fields = await read_form_fields(request)
+        try:
+            parsed = parse_form(UpscaleVaryRequestV1, fields, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc))
+        return await self._submit(request, JobType.IMAGE_UPSCALE_VARY.value, parsed, {"input_image": True})
+
+    async def upscale_vary_v2(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_body(request)
+        try:
+            parsed = validate_request(UpscaleVaryRequestV2, body, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc, body))
+        return await self._submit(request, JobType.IMAGE_UPSCALE_VARY.value, parsed, {"input_image": True})
+
+    # --- shared -------------------------------------------------------------------------------
+    async def _submit(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel,
+                      image_fields: dict[str, bool]) -> web.StreamResponse:
+        """Decode and store the images named in `image_fields` (field -> required), then submit."""
+        stored: dict[str, str | None] = {}
+        try:
+            for field, required in image_fields.items():
+                stored[field] = await self._store_image(getattr(parsed, field), field, required)
+        except ImageInputError as error:
+            self.inputs.delete(name for name in stored.values() if name)
+            return input_error_response(error)
+        response = await self.base.generate(request, job_type, parsed, stored_images=stored, exclude=NOT_STORED)
+        if response.status >= 400:  # nothing was queued: the stored inputs have no job to serve
+            self.inputs.delete(name for name in stored.values() if name)
+        return response
+
+    async def _store_image(self, value, field: str, required: bool) -> str | None:
+        try:
+            image = await load_image_input(value, field, self.fetcher)
+            if image is None:
+                if required:
+                    raise ValueError(f"{field}: an image is required")
+                return None
+            image = check_generation_input(to_rgb(image), field)
+        except ValueError as error:
+            message = str(error)
+            raise ImageInputError(field, message if message.startswith(field) else f"{field}: {message}") from None
+        return self.inputs.save(image, field)
