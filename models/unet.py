@@ -98,6 +98,12 @@ class UNetModel(nn.Module):
     applied in order before each output block concatenates its skip (FreeU).
     transformer_options["input_block_patch"]: callables (h, block_index) -> h, applied in order
     after each input block, before h is kept as a skip (the Fooocus inpaint head after block 0).
+    transformer_options["attn2_kv_patch"]: callables (k, v, location, options) -> (k, v) run on
+    every cross-attention's text K/V (B, tokens, C); location = ("input" | "middle" | "output",
+    block index, transformer index); options is transformer_options itself (IP-Adapter).
+    transformer_options["control"]: (input residuals, middle residual) from ControlNets: one
+    tensor (or None) per input block, added to that block's skip where an output block takes
+    it, and one added to the middle block's output.
     """
 
     def __init__(self, config: UNetConfig):
@@ -147,6 +153,17 @@ class UNetModel(nn.Module):
 
         self.out = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(),
                                  nn.Conv2d(channels, config.out_channels, 3, padding=1))
+        self._name_cross_attention()
+
+    def _name_cross_attention(self) -> None:
+        """Tells each attn2 where it sits, so kv patches can hold per-layer weights."""
+        stages = [("input", i, s) for i, s in enumerate(self.input_blocks)] + [("middle", 0, self.middle_block)] \
+            + [("output", i, s) for i, s in enumerate(self.output_blocks)]
+        for kind, index, stage in stages:
+            for layer in stage:
+                if isinstance(layer, SpatialTransformer):
+                    for j, block in enumerate(layer.transformer_blocks):
+                        block.attn2.location = (kind, index, j)
 
     def _attention(self, channels: int, depth: int) -> list[nn.Module]:
         if depth == 0:
@@ -177,15 +194,20 @@ class UNetModel(nn.Module):
         skips = []
         input_patches = (transformer_options or {}).get("input_block_patch", ())
         for index, block in enumerate(self.input_blocks):
-            h = block(h, emb, context)
+            h = block(h, emb, context, transformer_options=transformer_options)
             for patch in input_patches:
                 h = patch(h, index)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
+        h = self.middle_block(h, emb, context, transformer_options=transformer_options)
+        control_inputs, control_middle = (transformer_options or {}).get("control") or ((), None)
+        if control_middle is not None:
+            h = h + control_middle
         for index, block in enumerate(self.output_blocks):
             skip = skips.pop()
+            if len(skips) < len(control_inputs) and control_inputs[len(skips)] is not None:
+                skip = skip + control_inputs[len(skips)]
             for patch in patches:
                 h, skip = patch(h, skip, index)
             h = torch.cat([h, skip], dim=1)
-            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
+            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None, transformer_options)
         return self.out(h)
