@@ -168,6 +168,32 @@ class LRUCache:
         return len(self._entries)
 
 
+class NodeInstances:
+    """The V1 node objects kept between prompts, by (node id, class): at most `limit`, the least
+    recently used dropped first, so a client that names its nodes afresh in every prompt cannot
+    grow them without end (a stateful node, such as the expansion node holding its model, stays
+    while its workflow keeps running)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._objects: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def get(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
+        instance = self._objects.get(key)
+        if instance is None:
+            instance = self._objects[key] = make()
+        self._objects.move_to_end(key)
+        while len(self._objects) > self.limit:
+            self._objects.popitem(last=False)
+        return instance
+
+    def clear(self) -> None:
+        self._objects.clear()
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
 def make_cache(policy: str):
     """`classic` or `lru:N` (the --cache flag)."""
     if policy == "classic":

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from . import context as node_context
 # the key format of compute_keys, reused for the keys of nodes added by expansion
-from .cache import CachedOutput, compute_keys
+from .cache import CachedOutput, NodeInstances, compute_keys
 from .context import EventSink, InterruptFlag, NodeContext, NullSink
 from .errors import DependencyCycleError, Interrupted
 from .registry import NodeRegistry
@@ -73,7 +73,7 @@ class Executor:
         self.registry = registry
         self.cache = cache
         self.services = services
-        self._instances: dict[tuple[str, str], Any] = {}
+        self._instances = NodeInstances()
         # keys of nodes the last prompt's expansions added, kept one more prompt (a changed expander reuses them)
         self._expansion_keys: set = set()
         self.last_run_stats: dict[str, int] = {}
@@ -547,11 +547,7 @@ class _Run:
         return None
 
     def _instance(self, node_id: str, schema: NodeSchema) -> Any:
-        key = (node_id, schema.name)
-        instance = self.x._instances.get(key)
-        if instance is None:
-            instance = self.x._instances[key] = schema.node_class()
-        return instance
+        return self.x._instances.get((node_id, schema.name), schema.node_class)
 
     def _call_lists(self, function, inputs: dict[str, list], input_is_list: bool) -> list:
         if input_is_list:

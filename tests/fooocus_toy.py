@@ -41,7 +41,8 @@ def toy_planner(registry):
             # the value differs per job, so the executor cache cannot make a job instant
             value = (int(job_id.replace("-", "")[:6], 16) + index) % 1000 if job_id else index
             prompt = {"n": {"class_type": "Number", "inputs": {"value": value}},
-                      "sample": {"class_type": producer, "inputs": {"x": ["n", 0], "steps": steps, "delay": delay}},
+                      "sample": {"class_type": producer, "inputs": {"x": ["n", 0], "steps": steps, "delay": delay,
+                                                                     "preview": True}},
                       "save": {"class_type": "ToySave", "inputs": {"value": ["sample", 0], "job_id": job_id,
                                                                    "index": index}}}
             if producer == "Fail":

@@ -89,14 +89,22 @@ class Slow:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"x": ("INT",), "steps": ("INT", {"default": 5, "min": 1, "max": 1000}),
-                             "delay": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 5.0})}}
+                             "delay": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 5.0})},
+                "optional": {"preview": ("BOOLEAN", {"default": False})}}
 
-    def run(self, x, steps, delay):
+    def run(self, x, steps, delay, preview=False):
         context = graph_context.current()
         for step in range(steps):
             time.sleep(delay)
-            context.progress(step + 1, steps)
+            context.progress(step + 1, steps, _step_image(step) if preview else None)
         return (x,)
+
+
+def _step_image(step: int):
+    """A 4x4 step preview (what a sampler hands to progress)."""
+    from PIL import Image
+
+    return Image.new("RGB", (4, 4), (step * 10 % 255, 0, 0))
 
 
 class Always:
