@@ -151,10 +151,17 @@ class CLIPTextModel(nn.Module):
         `hidden_states`: -1 = last layer, -2 = penultimate (SDXL), before the final LayerNorm."""
         tm = self.text_model
         x = tm.embeddings(input_ids)
-        states = [x]
-        for layer in tm.encoder.layers:
+        # keep only the states asked for: a long prompt is hundreds of windows, and all of a
+        # 32-layer CLIP-G's states for them would be gigabytes
+        wanted = None if hidden_layer is None else range(len(tm.encoder.layers) + 1)[hidden_layer]
+        states = [x] if output_hidden_states else None
+        hidden_state = x if wanted == 0 else None
+        for index, layer in enumerate(tm.encoder.layers, start=1):
             x = layer(x)
-            states.append(x)
+            if states is not None:
+                states.append(x)
+            if index == wanted:
+                hidden_state = x
         last = tm.final_layer_norm(x)
         # The end token has the highest id in CLIP's vocabulary, so argmax finds the first one
         # (what transformers and the SD/SDXL code do).
@@ -165,8 +172,8 @@ class CLIPTextModel(nn.Module):
             last_hidden_state=last,
             pooled=pooled,
             text_embeds=text_embeds,
-            hidden_state=states[hidden_layer] if hidden_layer is not None else None,
-            hidden_states=tuple(states) if output_hidden_states else None,
+            hidden_state=hidden_state,
+            hidden_states=tuple(states) if states is not None else None,
         )
 
 

@@ -12,6 +12,7 @@ Syntax, as ComfyUI and Fooocus parse it:
 """
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 MAX_LENGTH = 77  # tokens per window: start + 75 + end
@@ -20,6 +21,7 @@ EMPHASIS = 1.1
 
 # Escaped parentheses are swapped for private-use characters while parsing, then restored.
 _ESCAPED_OPEN, _ESCAPED_CLOSE = "\ue000", "\ue001"
+_PARENTHESIS = re.compile(r"[()]")
 
 WeightedToken = tuple[int, float]
 Window = list[WeightedToken]
@@ -36,28 +38,26 @@ def _top_level_groups(text: str) -> list[str]:
     """Split into plain runs and outermost `( ... )` groups (parentheses included).
 
     Tracks a nesting count like ComfyUI: it may go negative after a stray `)`, and a group only
-    closes when the count returns to zero.
+    closes when the count returns to zero. Only the parentheses are visited (prompts may be
+    100,000 characters long).
     """
     groups: list[str] = []
-    current = ""
+    begin = 0  # where the group being read starts
     depth = 0
-    for char in text:
-        if char == "(":
-            if depth == 0 and current:
-                groups.append(current)
-                current = ""
-            current += char
+    for match in _PARENTHESIS.finditer(text):
+        at = match.start()
+        if match.group() == "(":
+            if depth == 0 and at > begin:
+                groups.append(text[begin:at])
+                begin = at
             depth += 1
-        elif char == ")":
-            depth -= 1
-            current += char
-            if depth == 0:
-                groups.append(current)
-                current = ""
         else:
-            current += char
-    if current:
-        groups.append(current)
+            depth -= 1
+            if depth == 0:
+                groups.append(text[begin:at + 1])
+                begin = at + 1
+    if begin < len(text):
+        groups.append(text[begin:])
     return groups
 
 
@@ -89,35 +89,31 @@ def parse_prompt_weights(text: str) -> list[tuple[str, float]]:
     ]
 
 
-def tokenize_weighted(
+def chunk_tokens(
     tokenizer: TokenEncoder,
     text: str,
-    pad_with_end: bool = True,
     max_length: int = MAX_LENGTH,
     max_word_length: int = MAX_WORD_LENGTH,
 ) -> list[Window]:
-    """Prompt -> windows of exactly `max_length` (token id, weight) pairs.
+    """Prompt -> the (token id, weight) bodies of its windows, `max_length - 2` tokens at most.
 
-    Each window is start token, up to `max_length - 2` prompt tokens, end token, then padding:
-    the end token (CLIP-L) or 0 (SDXL's CLIP-G, `pad_with_end=False`). Words (split on spaces
-    and newlines) are tokenized one by one; a word that does not fit moves whole to the next
-    window, unless it has `max_word_length` tokens or more, in which case it is cut. Special
-    tokens and padding have weight 1. An empty prompt gives one window.
+    The rule of ComfyUI (the version Fooocus ships) and Fooocus: words (split on spaces and
+    newlines) are tokenized one by one; a word that does not fit in the current window moves
+    whole to the next, unless it has `max_word_length` tokens or more, in which case it fills
+    the window and goes on in the next. Every token is kept, however long the prompt. An empty
+    prompt gives one empty body.
     """
-    pad = tokenizer.end_token_id if pad_with_end else 0
-    start, end = tokenizer.start_token_id, tokenizer.end_token_id
+    encoded: dict[str, list[int]] = {}  # long prompts repeat their words
     words: list[list[WeightedToken]] = []
     for segment, weight in parse_prompt_weights(text):
         for word in segment.replace("\n", " ").split(" "):
             if word:
-                words.append([(token, weight) for token in tokenizer.encode(word)])
-
-    def close(window: Window) -> Window:
-        window.append((end, 1.0))
-        return window + [(pad, 1.0)] * (max_length - len(window))
+                if word not in encoded:
+                    encoded[word] = tokenizer.encode(word)
+                words.append([(token, weight) for token in encoded[word]])
 
     capacity = max_length - 2
-    windows: list[Window] = []
+    bodies: list[Window] = []
     body: Window = []
     for word in words:
         cuttable = len(word) >= max_word_length
@@ -129,10 +125,32 @@ def tokenize_weighted(
             if cuttable:
                 body.extend(word[:room])
                 word = word[room:]
-            windows.append(close([(start, 1.0)] + body))
+            bodies.append(body)
             body = []
-    windows.append(close([(start, 1.0)] + body))
-    return windows
+    bodies.append(body)
+    return bodies
+
+
+def frame_windows(bodies: list[Window], start: int, end: int, pad: int, max_length: int = MAX_LENGTH) -> list[Window]:
+    """Each body as a window: start token, body, end token, then `pad` up to `max_length`
+    (special tokens and padding have weight 1)."""
+    return [[(start, 1.0), *body, (end, 1.0)] + [(pad, 1.0)] * (max_length - 2 - len(body)) for body in bodies]
+
+
+def tokenize_weighted(
+    tokenizer: TokenEncoder,
+    text: str,
+    pad_with_end: bool = True,
+    max_length: int = MAX_LENGTH,
+    max_word_length: int = MAX_WORD_LENGTH,
+) -> list[Window]:
+    """Prompt -> windows of exactly `max_length` (token id, weight) pairs (see chunk_tokens).
+
+    Padding is the end token (CLIP-L) or 0 (SDXL's CLIP-G, `pad_with_end=False`).
+    """
+    pad = tokenizer.end_token_id if pad_with_end else 0
+    bodies = chunk_tokens(tokenizer, text, max_length, max_word_length)
+    return frame_windows(bodies, tokenizer.start_token_id, tokenizer.end_token_id, pad, max_length)
 
 
 def empty_window(tokenizer: TokenEncoder, pad_with_end: bool = True, max_length: int = MAX_LENGTH) -> Window:

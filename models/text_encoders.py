@@ -15,12 +15,14 @@ from typing import Mapping, Sequence
 import torch
 
 from models.clip_text import GELU, QUICK_GELU, CLIPTextModel, load_clip_text_model
-from models.prompt_weights import TokenEncoder, Window, empty_window, tokenize_weighted
+from models.prompt_weights import TokenEncoder, Window, chunk_tokens, empty_window, frame_windows, tokenize_weighted
 
 SD15_CLIP_L_PREFIX = "cond_stage_model.transformer."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
 REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
+# windows per forward pass: bounds the activations of a very long prompt, same result
+WINDOWS_PER_PASS = 32
 
 
 @dataclass
@@ -54,12 +56,16 @@ def encode_windows(
     ids = [[t for t, _ in window] for window in windows]
     if has_weights:
         ids.append([t for t, _ in empty])
-    out = model(torch.tensor(ids, device=device), hidden_layer=hidden_layer)
-    z = out.hidden_state
+    hidden, pooled = [], None
+    # every window is encoded (a 20,000-word prompt is hundreds), WINDOWS_PER_PASS at a time
+    for part in torch.tensor(ids).split(WINDOWS_PER_PASS):
+        out = model(part.to(device), hidden_layer=hidden_layer)
+        hidden.append(out.hidden_state)
+        if pooled is None:
+            pooled = (out.text_embeds if out.text_embeds is not None else out.pooled)[:1]
+    z = torch.cat(hidden)
     if slot.final_norm:
         z = model.text_model.final_layer_norm(z)
-    pooled = out.text_embeds if out.text_embeds is not None else out.pooled
-    pooled = pooled[:1]
     z_windows = z[: len(windows)]
     if has_weights:
         z_empty = z[-1:]
@@ -103,12 +109,14 @@ class _PromptEncoder:
         if layer >= 0:
             raise ValueError(f"clip_skip must be negative (-1 = last layer), got {layer}")
         outputs = []
+        bodies = chunk_tokens(self.tokenizer, text)  # once: the slots differ only in padding
+        start, end = self.tokenizer.start_token_id, self.tokenizer.end_token_id
         for slot in self.slots:
             slot_layer = layer
             if -layer > slot.model.config.layers:
                 # Deeper than the model: ComfyUI then uses its final output, normalised.
                 slot, slot_layer = replace(slot, final_norm=True), -1
-            windows = self.tokenize(text, pad_with_end=slot.pad_with_end)
+            windows = frame_windows(bodies, start, end, end if slot.pad_with_end else 0)
             empty = empty_window(self.tokenizer, pad_with_end=slot.pad_with_end)
             outputs.append(encode_windows(slot, windows, empty, slot_layer, rescale_mean))
         cond = torch.cat([z for z, _ in outputs], dim=-1)

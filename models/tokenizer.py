@@ -185,6 +185,8 @@ class CLIPTokenizer:
         return ids
 
     def _split_specials(self, text: str) -> list[tuple[str, int | None]]:
+        if "<|" not in text:  # the common case, checked once per word of a long prompt
+            return [(text, None)] if text else []
         specials = {START_OF_TEXT: self.start_token_id, END_OF_TEXT: self.end_token_id}
         parts: list[tuple[str, int | None]] = []
         start = 0
