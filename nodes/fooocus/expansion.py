@@ -10,6 +10,11 @@ token already present, gets a -8192 logit bias; "," is always allowed. Sampling 
 ``torch.Generator`` seeded with ``seed mod 2^32``, which draws the same numbers as Fooocus's
 global ``transformers.set_seed`` + ``generate`` (tested against ``generate``).
 
+Prompts longer than the model's context (GPT-2: 1024 positions; Fooocus itself fails on them):
+the continuation is still as long as the whole prompt asks for, but the model reads only the
+prompt's last tokens that leave room for it; every prompt token still counts as "already
+present". The result's message says so, for the job's status.
+
 transformers is imported only inside functions: without it, or without the model files,
 expansion degrades to "prompt unchanged + a status message" and the job continues.
 """
@@ -47,7 +52,8 @@ class ExpansionUnavailable(RuntimeError):
 class ExpansionResult:
     text: str  # the expanded prompt, or the prompt unchanged when not expanded
     expanded: bool
-    message: Optional[str] = None  # status line for the job log when not expanded
+    # status line for the job: why it was not expanded, or what part of the prompt the model read
+    message: Optional[str] = None
 
 
 def missing_expansion_files(folder: str | Path) -> list[str]:
@@ -121,19 +127,46 @@ class PromptExpander:
         """The word filter, shaped as a transformers logits processor ``(input_ids, scores)``."""
         return scores + self._logits_bias(token_ids).to(scores)
 
-    @torch.no_grad()
+    @property
+    def context_tokens(self) -> int:
+        """Positions the model can attend over (prompt read + tokens generated)."""
+        return int(self.model.config.n_positions)
+
     def expand(self, prompt: str, seed: int) -> str:
+        return self.run(prompt, seed).text
+
+    @torch.no_grad()
+    def run(self, prompt: str, seed: int) -> ExpansionResult:
+        """The expanded prompt, with a message when the model could read only part of it."""
         if prompt == "":
-            return ""
+            return ExpansionResult("", True)
         text = _safe_str(prompt) + ","
-        ids = self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)
+        # verbose=False: a prompt longer than the model's context is expected here (see below)
+        ids = self.tokenizer(text, return_tensors="pt", verbose=False).input_ids.to(self.device)
         length = int(ids.shape[1])
         new_tokens = CHUNK_TOKENS * math.ceil(length / CHUNK_TOKENS) - length
         if new_tokens == 0:
-            return text[:-1]
+            return ExpansionResult(text[:-1], True)
+        window = self.context_tokens - new_tokens
+        if window < 1:
+            return ExpansionResult(prompt, False, (
+                f"Fooocus V2 prompt expansion skipped: its model's context ({self.context_tokens} tokens) "
+                f"has no room for {new_tokens} new tokens"))
+        message = None
+        if length > window:
+            message = (f"Fooocus V2 prompt expansion read only the last {window} of the prompt's {length} "
+                       f"tokens (its model's context is {self.context_tokens} tokens)")
+        continuation = self._sample(ids, ids[:, -window:], new_tokens, seed)
+        decoded = self.tokenizer.decode(torch.cat([ids, continuation], dim=1)[0].tolist(), skip_special_tokens=True)
+        return ExpansionResult(_safe_str(decoded), True, message)
+
+    def _sample(self, ids: torch.Tensor, visible: torch.Tensor, new_tokens: int, seed: int) -> torch.Tensor:
+        """`new_tokens` ids continuing `visible` (the tail of `ids` the model reads); no token of
+        `ids` or of the continuation repeats."""
         generator = torch.Generator(device=self.device).manual_seed(int(seed) % SEED_LIMIT)
         cache = None
-        step_input = ids
+        step_input = visible
+        start = ids.shape[1]
         for _ in range(new_tokens):
             out = self.model(input_ids=step_input, use_cache=True, **{self._cache_arg: cache})
             cache = out.get(self._cache_arg)
@@ -143,8 +176,7 @@ class PromptExpander:
             next_id = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
             ids = torch.cat([ids, next_id], dim=1)
             step_input = next_id
-        decoded = self.tokenizer.decode(ids[0].tolist(), skip_special_tokens=True)
-        return _safe_str(decoded)
+        return ids[:, start:]
 
 
 class FooocusExpansion:
@@ -170,7 +202,7 @@ class FooocusExpansion:
             return ExpansionResult(
                 prompt, False, f"Fooocus V2 prompt expansion skipped, prompt used unchanged: {self.unavailable_reason}"
             )
-        return ExpansionResult(self.expander.expand(prompt, seed), True)
+        return self.expander.run(prompt, seed)
 
 
 # --- a tiny random model in the same folder format (tests and offline demos) ----------------

@@ -90,11 +90,19 @@ class _JobObserver:
             image = image()  # render now, inside the node (where the TAESD decoder is at hand)
         self.jobs.previews[self.record.job_id] = image
 
+    def _seed_of(self, index: int) -> int | None:
+        return self.plan.seeds[index] if 0 <= index < len(self.plan.seeds) else None
+
     def on_run_finished(self, index: int, outcome) -> None:
-        seed = self.plan.seeds[index] if index < len(self.plan.seeds) else -1
+        seed = self._seed_of(index)
         for ui in outcome.outputs.values():
             for image in ui.get("fooocus_images", []):
-                self.results.append(ImageResult(seed=str(seed), url=image["url"], path=image["path"]))
+                self.results.append(ImageResult(seed=str(-1 if seed is None else seed), url=image["url"],
+                                                path=image["path"]))
+            # what a node changed on its own (e.g. an expansion that read part of a long prompt)
+            for warning in ui.get("fooocus_warnings", []):
+                if warning not in self.plan.warnings:
+                    self.plan.warnings.append(warning)
         self.run_index = index + 1
         if outcome.status == "success" and self.run_index < len(self.plan.runs):
             self.record.set_progress(self.record.progress,
@@ -102,17 +110,19 @@ class _JobObserver:
 
     def on_finish(self, outcome) -> None:
         record = self.record
+        last_seed = self._seed_of(self.run_index - 1)  # the run that stopped or failed
         if outcome.status == "success":
             record.mark_success(self.results)
             record.status = self._status(record.status)
         elif outcome.status == "interrupted":
-            record.mark_failed("stopped by request", FinishReason.USER_CANCEL, partial_results=self.results)
+            record.mark_failed("stopped by request", FinishReason.USER_CANCEL, partial_results=self.results,
+                               seed=last_seed)
             record.status = "Stopped by request" + (f" after {len(self.results)} image(s)" if self.results else "")
         else:
             error = outcome.error or {}
             message = error.get("exception_message") or "the job failed"
             where = f" (node {error.get('node_id')}, {error.get('node_type')})" if error.get("node_id") else ""
-            record.mark_failed(message, FinishReason.ERROR, partial_results=self.results)
+            record.mark_failed(message, FinishReason.ERROR, partial_results=self.results, seed=last_seed)
             record.status = f"Error: {message}{where}"
         self.jobs.finished(record)
 

@@ -189,16 +189,19 @@ class JobRecord:
         reason: FinishReason = FinishReason.ERROR,
         *,
         partial_results: list[ImageResult] = (),
+        seed: int | str | None = None,
         at_ms: int | None = None,
     ) -> None:
-        """Finish as ERROR (v0.4.x): images completed so far plus one ERROR/USER_CANCEL item.
+        """Finish as ERROR (v0.4.x): images completed so far plus one ERROR/USER_CANCEL item
+        carrying `seed`, the seed of the image that failed (the request's seed when no image
+        had one yet, e.g. a job that never ran).
 
         The last progress text stays in `status`, as upstream leaves it on error.
         """
         self.stage = JobStage.ERROR
         self.error = error
         self.results = list(partial_results) + [
-            ImageResult(seed=self.request_seed(), finish_reason=FinishReason(reason))
+            ImageResult(seed=self.request_seed() if seed is None else seed, finish_reason=FinishReason(reason))
         ]
         self.finished_ms = at_ms if at_ms is not None else now_ms()
 
