@@ -51,7 +51,21 @@ def _demo_writers():
         ("prompt expansion", _expansion_present, _write_expansion),
         ("upscaler", lambda d: (d / upscaler).exists(), lambda d: write_tiny_fooocus_upscaler(d / upscaler)),
         ("inpaint engine", _inpaint_engine_present, _write_inpaint_engine),
+        ("describe models", _describe_models_present, _write_describe_models),
     ]
+
+
+def _describe_models_present(directory: Path) -> bool:
+    from nodes.describe import FOLDER, TINY_BLIP_FILE, TINY_WD14_FILE
+
+    return all((directory / FOLDER / name).exists() for name in (TINY_BLIP_FILE, TINY_WD14_FILE))
+
+
+def _write_describe_models(directory: Path):
+    """Tiny BLIP caption model (Salesforce layout, with its BERT vocabulary) and WD14 tagger (ONNX + tags)."""
+    from nodes.describe import write_demo_describe_models
+
+    return write_demo_describe_models(directory)
 
 
 def _inpaint_engine_present(directory: Path) -> bool:
