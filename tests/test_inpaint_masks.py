@@ -181,3 +181,50 @@ def test_small_crops_go_through_the_upscaler_first():
     np.testing.assert_array_equal(crop.crop_fill, crop.crop_image)  # no fill below full strength
     prepare_crop(np.zeros((512, 512, 3), np.uint8), np.pad(mask, 224), 1.0, False, upscale=upscale, target_ceil=512)
     assert len(calls) == 1  # already at the size class: no upscale
+
+
+def _iterative_feather(mask):
+    """Fooocus's morphological_open as written: 32 rounds of max(m, dilate3x3(m) - 8)."""
+    import cv2
+
+    blend = np.where(mask > 127, 256, 0).astype(np.int16)
+    for _ in range(32):
+        blend = np.maximum(cv2.dilate(blend, np.ones((3, 3), np.uint8)) - 8, blend)
+    return blend.clip(0, 255).astype(np.uint8)
+
+
+def test_feather_equals_fooocus_iterated_dilation_on_random_masks():
+    rng = np.random.default_rng(3)
+    for density in (0.001, 0.02, 0.5):
+        mask = np.where(rng.random((70, 90)) < density, 255, 0).astype(np.uint8)
+        np.testing.assert_array_equal(m.feather(mask), _iterative_feather(mask))
+    empty = np.zeros((10, 10), np.uint8)
+    np.testing.assert_array_equal(m.feather(empty), empty)
+
+
+def test_composite_equals_paste_then_blend_of_the_whole_picture():
+    rng = np.random.default_rng(4)
+    original = rng.integers(0, 256, (60, 50, 3), dtype=np.uint8)
+    mask = np.zeros((60, 50), np.uint8)
+    mask[20:30, 5:12] = 255
+    box = m.Box(10, 40, 0, 30)
+    crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    feathered = m.feather(mask)
+    expected = m.blend(m.paste(original, crop, box), original, feathered)
+    np.testing.assert_array_equal(m.composite(original, crop, box, feathered), expected)
+
+
+def test_fill_of_the_hole_window_equals_blurring_the_whole_picture():
+    """fooocus_fill works on the hole's neighbourhood only; the result must equal the plain
+    definition (blur everything, restore the known pixels) pass for pass."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    mask = np.zeros((90, 120), np.uint8)
+    mask[30:41, 70:95] = 255
+    known = mask < 127
+    reference = image.copy()
+    for radius, repeats in m.FILL_PASSES:
+        for _ in range(repeats):
+            reference = m.box_blur(reference, radius)
+            reference[known] = image[known]
+    np.testing.assert_array_equal(m.fooocus_fill(image, mask), reference)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 OUTPAINT_SIDES = ("Left", "Right", "Top", "Bottom")
 OUTPAINT_FRACTION = 0.3  # a side padded without an explicit distance grows by 30% of the image
@@ -54,14 +54,16 @@ def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def binarize(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
     """255 where mask > threshold, else 0."""
-    return np.where(mask > threshold, 255, 0).astype(np.uint8)
+    return (mask > threshold).view(np.uint8) * np.uint8(255)
 
 
 def uploaded_mask(mask_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """An uploaded mask picture as a 0/255 mask of the image's size: resized (Lanczos) to the
     image, mean of R, G, B, repaint where the mean > 127 (white = repaint)."""
-    resized = resample(to_rgb(mask_rgb), width, height)
-    return binarize(resized.astype(np.float32).mean(axis=2))
+    red, green, blue = cv2.split(resample(to_rgb(mask_rgb), width, height))
+    # mean > 127 exactly when the channel sum > 381 (integer maths, no float image)
+    total = cv2.add(cv2.add(red, green, dtype=cv2.CV_16U), blue, dtype=cv2.CV_16U)
+    return binarize(total, threshold=3 * 127)
 
 
 def erode_or_dilate(mask: np.ndarray, amount: int) -> np.ndarray:
@@ -163,8 +165,8 @@ class Box:
         return self.right - self.left
 
     def clipped(self, height: int, width: int) -> "Box":
-        return Box(int(np.clip(self.top, 0, height)), int(np.clip(self.bottom, 0, height)),
-                   int(np.clip(self.left, 0, width)), int(np.clip(self.right, 0, width)))
+        return Box(min(max(self.top, 0), height), min(max(self.bottom, 0), height),
+                   min(max(self.left, 0), width), min(max(self.right, 0), width))
 
 
 def initial_box(mask: np.ndarray) -> Box:
@@ -192,16 +194,17 @@ def respective_field_box(mask: np.ndarray, field: float) -> Box:
     if field == 1.0:
         return Box(0, height, 0, width)
     box = initial_box(mask)
-    while not (box.height >= height * field and box.width >= width * field):
-        grow_rows = box.height < box.width
+    top, bottom, left, right = box.top, box.bottom, box.left, box.right
+    while not (bottom - top >= height * field and right - left >= width * field):
+        grow_rows = bottom - top < right - left
         grow_cols = not grow_rows
-        if box.height == height:
+        if bottom - top == height:
             grow_cols = True
-        if box.width == width:
+        if right - left == width:
             grow_rows = True
-        box = Box(box.top - grow_rows, box.bottom + grow_rows, box.left - grow_cols, box.right + grow_cols)
-        box = box.clipped(height, width)
-    return box
+        top, bottom = max(top - grow_rows, 0), min(bottom + grow_rows, height)
+        left, right = max(left - grow_cols, 0), min(right + grow_cols, width)
+    return Box(top, bottom, left, right)
 
 
 def shape_ceil(height: int, width: int) -> float:
@@ -233,31 +236,47 @@ def set_shape_ceil(image: np.ndarray, target: float) -> np.ndarray:
 # --- fill and feather ------------------------------------------------------------------------
 
 def box_blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """PIL's box blur (a (2r+1)-wide mean with edge pixels extended), as Fooocus blurs."""
-    return np.asarray(Image.fromarray(image).filter(ImageFilter.BoxBlur(radius)))
+    """A (2r+1)-wide box mean with the edge pixels extended (Fooocus blurs with PIL's BoxBlur,
+    which differs from this by at most 1 per channel in rounding; OpenCV's is ~10x faster)."""
+    return cv2.blur(image, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REPLICATE)
 
 
 def fooocus_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """A smooth colour fill of the hole (§9.6 step 4): blur the whole image, then put the known
-    pixels (mask < 127) back, from wide to narrow blurs."""
-    known = mask < 127
-    stored = image[known]
+    pixels (mask < 127) back, from wide to narrow blurs.
+
+    Only the hole changes, and a blur of radius r reads r pixels around it, so each pass works on
+    the hole's bounding box grown by r (clipped to the picture, whose edges are extended as
+    before): the same result as blurring the whole picture, at a fraction of the cost."""
+    known = (mask < 127).astype(np.uint8)
+    rows, columns = np.nonzero(known.min(axis=1) == 0)[0], np.nonzero(known.min(axis=0) == 0)[0]
     current = image.copy()
+    if rows.size == 0:
+        return current
+    height, width = mask.shape
     for radius, repeats in FILL_PASSES:
+        window = (slice(max(0, int(rows[0]) - radius), min(height, int(rows[-1]) + 1 + radius)),
+                  slice(max(0, int(columns[0]) - radius), min(width, int(columns[-1]) + 1 + radius)))
+        part = np.ascontiguousarray(current[window])
+        original, keep = np.ascontiguousarray(image[window]), np.ascontiguousarray(known[window])
         for _ in range(repeats):
-            current = box_blur(current, radius).copy()
-            current[known] = stored
+            part = cv2.copyTo(original, keep, box_blur(part, radius))  # known pixels back
+        current[window] = part
     return current
 
 
 def feather(mask: np.ndarray) -> np.ndarray:
     """The composite's blend mask (Fooocus's morphological_open, §9.6 step 5): 255 on the mask
-    (> 127), falling by 8 per pixel of (chessboard) distance outside it, 0 beyond 32 pixels."""
-    blend = np.where(mask > 127, 256, 0).astype(np.int16)
-    for _ in range(FEATHER_STEPS):
-        grown = cv2.dilate(blend, _KERNEL_3X3) - FEATHER_DECAY
-        blend = np.maximum(grown, blend)
-    return blend.clip(0, 255).astype(np.uint8)
+    (> 127), falling by 8 per pixel of (chessboard) distance outside it, 0 beyond 32 pixels.
+
+    Fooocus dilates 32 times (m <- max(m, dilate3x3(m) - 8) from 256 on the mask); that is
+    exactly 256 - 8 * chessboard distance, which one distance transform gives."""
+    outside = (mask <= 127).astype(np.uint8)
+    if not outside.all():
+        distance = cv2.distanceTransform(outside, cv2.DIST_C, 3)
+    else:  # no mask pixel: the transform has no zero to measure from
+        distance = np.full(mask.shape, FEATHER_STEPS + 1, dtype=np.float32)
+    return (256.0 - FEATHER_DECAY * np.minimum(distance, FEATHER_STEPS + 1)).clip(0, 255).astype(np.uint8)
 
 
 # --- back into the original ------------------------------------------------------------------
@@ -278,5 +297,21 @@ def blend(foreground: np.ndarray, background: np.ndarray, blend_mask: np.ndarray
 
 
 def composite(original: np.ndarray, crop: np.ndarray, box: Box, blend_mask: np.ndarray) -> np.ndarray:
-    """The generated crop pasted back into the (outpainted) original and feathered into it."""
-    return blend(paste(original, crop, box), original, blend_mask)
+    """The generated crop pasted back into the (outpainted) original and feathered into it:
+    blend(paste(original, crop, box), original, blend_mask), computed only where the blend mask
+    is nonzero (elsewhere it is the original, exactly)."""
+    rows, columns = np.nonzero(blend_mask.any(axis=1))[0], np.nonzero(blend_mask.any(axis=0))[0]
+    result = original.copy()
+    if rows.size == 0:
+        return result
+    region = Box(int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1)
+    pasted = original[region.top:region.bottom, region.left:region.right].copy()
+    content = resample(crop, box.width, box.height)
+    top, bottom = max(box.top, region.top), min(box.bottom, region.bottom)
+    left, right = max(box.left, region.left), min(box.right, region.right)
+    if top < bottom and left < right:
+        pasted[top - region.top:bottom - region.top, left - region.left:right - region.left] = \
+            content[top - box.top:bottom - box.top, left - box.left:right - box.left]
+    window = (slice(region.top, region.bottom), slice(region.left, region.right))
+    result[window] = blend(pasted, original[window], blend_mask[window])
+    return result
