@@ -45,13 +45,19 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Identity())
+        self.location = None  # (block kind, block index, transformer index), set by the UNet for kv patches
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                transformer_options: dict | None = None) -> torch.Tensor:
         context = x if context is None else context
         batch, tokens, _ = x.shape
         q = self.to_q(x).view(batch, tokens, self.heads, -1).transpose(1, 2)
-        k = self.to_k(context).view(batch, context.shape[1], self.heads, -1).transpose(1, 2)
-        v = self.to_v(context).view(batch, context.shape[1], self.heads, -1).transpose(1, 2)
+        k, v = self.to_k(context), self.to_v(context)
+        # "attn2_kv_patch": (k, v, location, options) -> (k, v) may append tokens (IP-Adapter)
+        for patch in (transformer_options or {}).get("attn2_kv_patch", ()):
+            k, v = patch(k, v, self.location, transformer_options)
+        k = k.view(batch, k.shape[1], self.heads, -1).transpose(1, 2)
+        v = v.view(batch, v.shape[1], self.heads, -1).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(batch, tokens, -1))
 
@@ -89,9 +95,9 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, transformer_options: dict | None = None) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2(self.norm2(x), context, transformer_options) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -118,7 +124,7 @@ class SpatialTransformer(nn.Module):
             BasicTransformerBlock(inner, context_dim, heads, dim_head) for _ in range(depth)
         )
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, transformer_options: dict | None = None) -> torch.Tensor:
         batch, _, height, width = x.shape
         h = self.norm(x)
         if not self.use_linear:
@@ -127,7 +133,7 @@ class SpatialTransformer(nn.Module):
         if self.use_linear:
             h = self.proj_in(h)
         for block in self.transformer_blocks:
-            h = block(h, context)
+            h = block(h, context, transformer_options)
         if self.use_linear:
             h = self.proj_out(h)
         h = h.transpose(1, 2).reshape(batch, -1, height, width)
@@ -165,12 +171,12 @@ class UNetStage(nn.ModuleList):
     at construction, so the forward has no data-dependent branches."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
-                upsample_size: torch.Size | None = None) -> torch.Tensor:
+                upsample_size: torch.Size | None = None, transformer_options: dict | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context)
+                x = layer(x, context, transformer_options)
             elif isinstance(layer, Upsample):
                 x = layer(x, upsample_size)
             else:

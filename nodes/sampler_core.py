@@ -93,14 +93,19 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
     adm_end = adm[2] if adm is not None and model.family == "sdxl" else None
     options = {"output_block_patch": list(model.output_block_patches),
                "input_block_patch": list(model.input_block_patches)}
+    if model.attn2_kv_patches:
+        options["attn2_kv_patch"] = list(model.attn2_kv_patches)
 
-    def unet_apply(x_in, timesteps, context, y=None, concat=None):
+    def unet_apply(x_in, timesteps, context, y=None, concat=None, sides=None):
         if concat is not None:  # inpainting UNets: latent, then mask and masked-image latent
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         if y is not None and adm_end is not None:
             y = select_adm(y, timesteps, adm_end, model.info.unet.adm_in_channels)
+        call_options = options
+        if "attn2_kv_patch" in options:  # kv patches pick cond/uncond tokens per row and stop by step
+            call_options = {**options, "sides": sides, "timesteps": timesteps}
         return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
-                    y=None if y is None else y.to(device, dtype), transformer_options=options)
+                    y=None if y is None else y.to(device, dtype), transformer_options=call_options)
 
     pos = conditioning_kwargs(model, positive, width, height, adm[0] if adm_end is not None else None, 6.0)
     neg = conditioning_kwargs(model, negative, width, height, adm[1] if adm_end is not None else None, 2.5) \
@@ -111,6 +116,10 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
         for side in (pos, neg):
             if side is not None:
                 side.setdefault("concat", fallback)
+    if model.attn2_kv_patches:  # batched by CFG along with the conditioning: 0 = cond row, 1 = uncond row
+        pos["sides"] = torch.zeros(1)
+        if neg is not None:
+            neg["sides"] = torch.ones(1)
     pos = {k: v.to(device) for k, v in pos.items()}
     neg = {k: v.to(device) for k, v in neg.items()} if neg is not None else None
     return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)

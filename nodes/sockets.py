@@ -24,6 +24,7 @@ class ModelSocket:
     loras: tuple = ()  # ((lora file path, strength), ...) applied to the UNet when it runs
     output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
     input_block_patches: tuple = ()  # the Fooocus inpaint head and the like: (h, index) -> h
+    attn2_kv_patches: tuple = ()  # IP-Adapter image prompts: (k, v, location, options) -> (k, v)
 
     def with_changes(self, **changes) -> "ModelSocket":
         return replace(self, **changes)

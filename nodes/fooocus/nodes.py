@@ -186,7 +186,8 @@ class FooocusKSampler:
         run.latent, run.inpaint = latent_image, None if inpaint is None else inpaint.encoded()
         if not use_refiner:
             return (run.single(model, positive, negative, latent_image, sigmas),)
-        refiner = (refiner_model, refiner_positive, refiner_negative)
+        # Fooocus clears the transformer patches on the swap: the refiner runs without image prompts
+        refiner = (refiner_model.with_changes(attn2_kv_patches=()), refiner_positive, refiner_negative)
         if refiner_swap_method == "joint":
             return (run.joint(model, positive, negative, refiner, latent_image, sigmas, refiner_switch_step),)
         if refiner_swap_method == "separate":
