@@ -18,6 +18,7 @@ from models.sampling.model_sampling import make_denoiser, model_sampling_for_sch
 from models.sampling.noise import prepare_noise
 from models.sampling.registry import get_sampler, make_sigmas
 
+from .controlnet import control_residuals
 from .sockets import ModelSocket
 from .lora_runtime import running_unet
 from .previews import make_previewer
@@ -65,6 +66,8 @@ def conditioning_kwargs(model: ModelSocket, conditioning, width: int, height: in
             raise ValueError("the SDXL refiner needs pooled text output from its own CLIP")
         kwargs["y"] = sdxl_refiner_adm(pooled, extras.get("height", height), extras.get("width", width),
                                        extras.get("aesthetic_score", aesthetic_score))
+    if extras.get("control") is not None:  # ControlNetApply(Advanced): run per UNet call
+        kwargs["control"] = extras["control"]
     if model.info.is_inpaint and ("concat_latent_image" in extras or "concat_mask" in extras):
         # InpaintModelConditioning's entries: the inpainting UNet's mask and masked-image channels
         latent = extras.get("concat_latent_image")
@@ -96,14 +99,19 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
     if model.attn2_kv_patches:
         options["attn2_kv_patch"] = list(model.attn2_kv_patches)
 
-    def unet_apply(x_in, timesteps, context, y=None, concat=None, sides=None):
-        if concat is not None:  # inpainting UNets: latent, then mask and masked-image latent
-            x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
+    def unet_apply(x_in, timesteps, context, y=None, concat=None, control=None, sides=None):
         if y is not None and adm_end is not None:
             y = select_adm(y, timesteps, adm_end, model.info.unet.adm_in_channels)
         call_options = options
         if "attn2_kv_patch" in options:  # kv patches pick cond/uncond tokens per row and stop by step
             call_options = {**options, "sides": sides, "timesteps": timesteps}
+        if control is not None:  # the ControlNets see the 4-channel latent, as the UNet's own input
+            residuals = control_residuals(control, model, unet, model_sampling, x_in.to(dtype), timesteps,
+                                          context.to(device, dtype), None if y is None else y.to(device, dtype))
+            if residuals is not None:
+                call_options = {**call_options, "control": residuals}
+        if concat is not None:  # inpainting UNets: latent, then mask and masked-image latent
+            x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
                     y=None if y is None else y.to(device, dtype), transformer_options=call_options)
 
@@ -120,9 +128,14 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
         pos["sides"] = torch.zeros(1)
         if neg is not None:
             neg["sides"] = torch.ones(1)
-    pos = {k: v.to(device) for k, v in pos.items()}
-    neg = {k: v.to(device) for k, v in neg.items()} if neg is not None else None
+    pos = _on_device(pos, device)
+    neg = _on_device(neg, device) if neg is not None else None
     return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)
+
+
+def _on_device(kwargs: dict, device) -> dict:
+    """Tensors moved to `device`; other values (an applied ControlNet chain) kept as they are."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
 def schedule(model: ModelSocket, scheduler: str, steps: int, denoise: float, sampler_name: str):

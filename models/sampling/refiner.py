@@ -62,3 +62,10 @@ class JointRefinerSwitch:
             self.user_callback(info)
         if self.refiner is not None and info["i"] == self.switch:
             self.on_refiner = True
+
+
+def without_controls(conditioning):
+    """A CONDITIONING copy with no ControlNet attached: Fooocus never runs ControlNets on the refiner."""
+    if conditioning is None:
+        return None
+    return [[tokens, {k: v for k, v in extras.items() if k != "control"}] for tokens, extras in conditioning]

@@ -16,7 +16,7 @@ from graph import context as graph_context
 from models.inpaint.sampling import InpaintBlend, inpaint_concat
 from models.sampling.freeu import make_freeu_patch
 from models.sampling.guidance import FooocusGuidance
-from models.sampling.refiner import SWAP_METHODS, JointRefinerSwitch, split_sigmas_for_refiner
+from models.sampling.refiner import SWAP_METHODS, JointRefinerSwitch, split_sigmas_for_refiner, without_controls
 from models.sampling.registry import SAMPLER_NAMES, SCHEDULER_NAMES, get_sampler
 
 from ..images import tensor_to_pil
@@ -180,6 +180,7 @@ class FooocusKSampler:
                 raise ValueError("the refiner needs refiner_positive and refiner_negative conditioning")
             # a refiner of the base's own kind (e.g. Fooocus's synthetic inpaint refiner) reads its prompts
             refiner_positive, refiner_negative = positive, negative
+        refiner_positive, refiner_negative = without_controls(refiner_positive), without_controls(refiner_negative)
         run = _FooocusRun(context, sampler_name, seed, sampling, cfg, sharpness, adaptive_cfg,
                           (adm_scaler_positive, adm_scaler_negative, adm_scaler_end), total,
                           not context.extra_data.get("disable_preview", False))
