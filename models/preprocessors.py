@@ -31,7 +31,7 @@ def percentile_normalize(values: np.ndarray, low: float, high: float) -> np.ndar
     values = values.astype(np.float32)
     v_min, v_max = np.percentile(values, low), np.percentile(values, high)
     values -= v_min
-    values /= v_max - v_min
+    values /= max(v_max - v_min, 1e-6)  # equal percentiles (an image without edges): no 0/0 NaNs
     return values * 255.0
 
 
