@@ -169,3 +169,40 @@ async def test_the_workflow_runs_through_post_prompt(app, aiohttp_client):
     assert view.status == 200
     assert Image.open(app.config.output_dir / saved["filename"]).size == (80, 96)
     await asyncio.sleep(0)
+
+
+def test_a_nine_channel_inpainting_checkpoint_runs_in_both_workflows(tmp_path):
+    """An SDXL inpainting checkpoint (UNet in_channels 9) as the base model: the Fooocus inpaint
+    workflow feeds it mask + masked latent (the engine is not applied to it), text-to-image feeds it
+    "repaint everything"."""
+    from models.inpaint.tiny import write_tiny_inpaint_engine
+    from models.tiny import tiny_sdxl_spec, write_tiny_checkpoint
+    from models.tiny_text import write_tiny_tokenizer
+    from nodes.loaders import TINY_TOKENIZER_DIR
+    from server.app import App
+    from server.config import AppConfig
+
+    models = tmp_path / "models"
+    write_tiny_checkpoint(models / "checkpoints/tiny-sdxl-inpainting.safetensors", tiny_sdxl_spec(in_channels=9))
+    write_tiny_tokenizer(models / TINY_TOKENIZER_DIR)
+    write_tiny_inpaint_engine(models / "inpaint", write_tiny_checkpoint(tmp_path / "base.safetensors",
+                                                                        tiny_sdxl_spec()))
+    app = App(AppConfig(models_dir=models, output_dir=tmp_path / "out", input_dir=tmp_path / "in",
+                        temp_dir=tmp_path / "tmp", custom_nodes_dir=None, demo_models=False))
+    app.config.input_dir.mkdir(exist_ok=True)
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(image).save(app.config.input_dir / "source.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:30, 20:40] = 255
+    Image.fromarray(mask).save(app.config.input_dir / "mask.png")
+    (result,), outcome = run(app, inpaint_prompt(base_model="tiny-sdxl-inpainting.safetensors",
+                                                 inpaint_respective_field=1.0, enabled={"upscaler": False}))
+    assert result.shape == image.shape and "sampler" in outcome.executed
+    far = far_from(mask, 32)
+    np.testing.assert_array_equal(result[far], image[far])
+    prompt = Workflow.load("text_to_image").fill(
+        dict(base_model="tiny-sdxl-inpainting.safetensors", steps=2, width=64, height=64, positive_texts='["x"]',
+             negative_texts='[""]'), {"refiner": False, "expansion": False})
+    prompt["save"] = {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "t2i"}}
+    (generated,), _ = run(app, prompt)
+    assert generated.shape == (64, 64, 3)
