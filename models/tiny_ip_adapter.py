@@ -81,3 +81,23 @@ def write_tiny_ip_negative(path: Path, unet_config, queries: int = 4, seed: int 
     data = torch.randn((1, queries, unet_config.context_dim), generator=generator).half()
     save_file({"data": data}, str(path))
     return path
+
+
+DEMO_FILES = ("clip_vision/clip_vision_vit_h.safetensors", "controlnet/ip-adapter-plus_sdxl_vit-h.bin",
+              "controlnet/ip-adapter-plus-face_sdxl_vit-h.bin", "controlnet/fooocus_ip_negative.safetensors")
+
+
+def write_demo_image_prompt_models(models_dir: Path, unet_config=None, seed: int = 0) -> dict[str, Path]:
+    """The image-prompt files under their Fooocus names, fitting the demo tiny-sdxl checkpoint
+    (models.tiny.tiny_sdxl_spec); a file already there (perhaps a real one) is left alone."""
+    if unet_config is None:
+        from .tiny import tiny_sdxl_spec
+
+        unet_config = tiny_sdxl_spec().unet
+    models_dir = Path(models_dir)
+    clip, plus, face, negative = (models_dir / name for name in DEMO_FILES)
+    writers = {clip: lambda p: write_tiny_clip_vision(p, seed=seed),
+               plus: lambda p: write_tiny_ip_adapter(p, unet_config, seed=seed + 1),
+               face: lambda p: write_tiny_ip_adapter(p, unet_config, seed=seed + 2),
+               negative: lambda p: write_tiny_ip_negative(p, unet_config, seed=seed + 3)}
+    return {str(path.relative_to(models_dir)): write(path) for path, write in writers.items() if not path.exists()}

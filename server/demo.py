@@ -52,7 +52,35 @@ def _demo_writers():
         ("upscaler", lambda d: (d / upscaler).exists(), lambda d: write_tiny_fooocus_upscaler(d / upscaler)),
         ("inpaint engine", _inpaint_engine_present, _write_inpaint_engine),
         ("describe models", _describe_models_present, _write_describe_models),
+        ("control models", _control_models_present, _write_control_models),
+        ("image prompt models", _image_prompt_present, _write_image_prompt),
     ]
+
+
+def _image_prompt_present(directory: Path) -> bool:
+    from models.tiny_ip_adapter import DEMO_FILES
+
+    return all((directory / name).exists() for name in DEMO_FILES)
+
+
+def _write_image_prompt(directory: Path):
+    """Tiny CLIP vision, IP-Adapter plus (ImagePrompt and FaceSwap names) and negative tokens for tiny-sdxl."""
+    from models.tiny_ip_adapter import write_demo_image_prompt_models
+
+    return write_demo_image_prompt_models(directory)
+
+
+def _control_models_present(directory: Path) -> bool:
+    from models.tiny_controlnet import DEMO_CONTROL_FILES
+
+    return all((directory / "controlnet" / name).exists() for name in DEMO_CONTROL_FILES)
+
+
+def _write_control_models(directory: Path):
+    """A tiny SD1.5 ControlNet for tiny-sd15 and Fooocus's PyraCanny / CPDS Control-LoRA names for tiny-sdxl."""
+    from models.tiny_controlnet import write_demo_control_files
+
+    return write_demo_control_files(directory)
 
 
 def _describe_models_present(directory: Path) -> bool:
