@@ -210,3 +210,23 @@ def test_ksampler_keeps_the_latent_outside_its_noise_mask(tiny_sd15):
     plain = sample(model, [[tokens, {}]], [[tokens * 0, {}]], {"samples": samples}, seed=5, steps=4,
                    guidance=Guidance(5.0), sampler_name="euler", scheduler="karras", previews=False)
     assert (plain["samples"][keep] - samples[keep]).abs().max() > 0.1
+
+
+def test_fooocus_prepare_forces_full_strength_and_field_when_outpainting():
+    from nodes.fooocus.inpaint import FooocusInpaintPrepare
+
+    image = torch.rand(1, 40, 60, 3, generator=torch.Generator().manual_seed(3))
+    mask_picture = torch.zeros(1, 40, 60, 3)
+    mask_picture[:, 10:20, 10:20] = 1.0
+    common = dict(outpaint_left=0, outpaint_right=0, outpaint_top=0, outpaint_bottom=0, erode_or_dilate=0,
+                  invert_mask=False, shape_ceil=128)
+    crop_image, crop_fill, crop_mask, job, denoise = FooocusInpaintPrepare().prepare(
+        image, "", respective_field=0.3, strength=0.5, mask_image=mask_picture, **common)
+    assert denoise == 0.5 and torch.equal(crop_fill, crop_image)  # no fill below full strength
+    assert job.crop.box.width < 60 and crop_mask.shape[1:] == crop_image.shape[1:3]
+    _, fill, _, job, denoise = FooocusInpaintPrepare().prepare(image, "Right", respective_field=0.3, strength=0.5,
+                                                               **common)
+    assert denoise == 1.0 and job.crop.box == type(job.crop.box)(0, 40, 0, 60 + 18)  # field 1: everything
+    assert job.crop.image.shape == (40, 78, 3)
+    with pytest.raises(ValueError, match="^mask: nothing to inpaint"):
+        FooocusInpaintPrepare().prepare(image, "", respective_field=0.3, strength=1.0, **common)

@@ -133,6 +133,15 @@ def test_engines_change_the_result_and_their_patch_is_undone(app):
     np.testing.assert_array_equal(text_to_image(), before)  # base weights restored exactly
 
 
+def test_disable_initial_latent_starts_from_zeros_instead_of_the_fill(app):
+    (from_fill,), _ = run(app, inpaint_prompt(inpaint_strength=0.6))
+    (from_zeros,), _ = run(app, inpaint_prompt(inpaint_strength=0.6, inpaint_disable_initial_latent=True))
+    mask = app.test_mask > 127
+    assert not np.array_equal(from_fill[mask], from_zeros[mask])
+    far = far_from(app.test_mask, 32)
+    np.testing.assert_array_equal(from_zeros[far], app.test_image[far])
+
+
 def test_bad_input_is_named(app):
     outcome = run(app, inpaint_prompt(outpaint_selections="Left,Up"), expect="error")
     assert "outpaint_selections: unknown outpaint direction 'Up'" in outcome.error["exception_message"]
