@@ -92,13 +92,13 @@ class AppliedControl:
         return hint.repeat(x.shape[0] // hint.shape[0], 1, 1, 1)
 
 
-def control_residuals(applied: AppliedControl, model, unet, model_sampling, x, timesteps, context, y):
-    """Summed (inputs, middle) residuals of a control chain for one UNet call, or None when no
-    ControlNet of the chain is active at this call's timestep."""
+def control_residuals(applied: AppliedControl, model, unet, model_sampling, sigma, x, timesteps, context, y):
+    """Summed (inputs, middle) residuals of a control chain for one UNet call at `sigma`, or None
+    when no ControlNet of the chain is active there."""
     total = None
-    t = float(torch.as_tensor(timesteps).reshape(-1)[0])
+    sigma = float(torch.as_tensor(sigma).reshape(-1)[0])
     for item in applied.chain():
-        if item.strength == 0.0 or not _active(item, model_sampling, t):
+        if item.strength == 0.0 or not _active(item, model_sampling, sigma):
             continue
         handle = item.control.network_for(model, unet)
         with use(handle) as (network,):
@@ -112,11 +112,10 @@ def control_residuals(applied: AppliedControl, model, unet, model_sampling, x, t
     return [r.to(x.dtype) for r in total[0]], total[1].to(x.dtype)
 
 
-def _active(item: AppliedControl, model_sampling, t: float) -> bool:
-    """sigma(end) <= sigma <= sigma(start), compared as model timesteps (monotonic in sigma)."""
-    t_start = float(model_sampling.timestep(torch.tensor(model_sampling.percent_to_sigma(item.start_percent))))
-    t_end = float(model_sampling.timestep(torch.tensor(model_sampling.percent_to_sigma(item.end_percent))))
-    return t_end - 1e-4 <= t <= t_start + 1e-4
+def _active(item: AppliedControl, model_sampling, sigma: float) -> bool:
+    """sigma(end_percent) <= sigma <= sigma(start_percent), as ComfyUI's timestep_range."""
+    return model_sampling.percent_to_sigma(item.end_percent) <= sigma <= model_sampling.percent_to_sigma(
+        item.start_percent)
 
 
 def image_to_hint(image: torch.Tensor) -> torch.Tensor:

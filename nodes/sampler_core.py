@@ -106,7 +106,8 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
         if "attn2_kv_patch" in options:  # kv patches pick cond/uncond tokens per row and stop by step
             call_options = {**options, "sides": sides, "timesteps": timesteps}
         if control is not None:  # the ControlNets see the 4-channel latent, as the UNet's own input
-            residuals = control_residuals(control, model, unet, model_sampling, x_in.to(dtype), timesteps,
+            chain, sigma = control
+            residuals = control_residuals(chain, model, unet, model_sampling, sigma, x_in.to(dtype), timesteps,
                                           context.to(device, dtype), None if y is None else y.to(device, dtype))
             if residuals is not None:
                 call_options = {**call_options, "control": residuals}
@@ -130,7 +131,15 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
             neg["sides"] = torch.ones(1)
     pos = _on_device(pos, device)
     neg = _on_device(neg, device) if neg is not None else None
-    return CFGDenoiser(make_denoiser(unet_apply, model_sampling), pos, neg, guidance.cfg, guidance.combine)
+    denoiser = make_denoiser(unet_apply, model_sampling)
+
+    def with_sigma_for_control(x, sigma, control=None, **kwargs):
+        # a ControlNet's start/end range is in sigmas (ComfyUI/Fooocus), finer than the UNet's timesteps
+        if control is not None:
+            kwargs["control"] = (control, sigma)
+        return denoiser(x, sigma, **kwargs)
+
+    return CFGDenoiser(with_sigma_for_control, pos, neg, guidance.cfg, guidance.combine)
 
 
 def _on_device(kwargs: dict, device) -> dict:
