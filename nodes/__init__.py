@@ -16,7 +16,7 @@ def builtin_packs():
 BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latents", "nodes.images", "nodes.sampling",
                                      "nodes.lora", "nodes.upscale", "nodes.inpaint", "nodes.fooocus.inpaint",
                                      "nodes.fooocus.nodes", "nodes.fooocus.image_size",
-                                     "nodes.controlnet", "nodes.fooocus.controlnet",
+                                     "nodes.describe", "nodes.controlnet", "nodes.fooocus.controlnet",
                                      "nodes.clip_vision", "nodes.fooocus.image_prompt")
 
 

@@ -9,6 +9,7 @@ from nodes.fooocus.styles import StyleLibrary
 from nodes.fooocus.wildcards import WildcardLibrary
 
 from .api import FooocusAPI
+from .describe import DescribeRoutes
 from .planner import FooocusLibraries, TextToImagePlanner
 from .validation import Vocabulary
 
@@ -31,5 +32,6 @@ def attach_fooocus_api(app, **webhook_options) -> FooocusAPI:
     api = FooocusAPI(app, planner, vocabulary=lambda: vocabulary, style_names=styles.names,
                      sampler_nodes=lambda node: node in SAMPLER_NODE_IDS, webhook_options=webhook_options,
                      request_params=planner.request_params)
+    api.route_packs.append(DescribeRoutes(app))
     app.extensions.append(api)
     return api
