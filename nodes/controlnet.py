@@ -16,6 +16,7 @@ from models.checkpoint import CheckpointError, read_state_dict, strip_common_pre
 from models.control_lora import build_control_lora, is_control_lora
 from models.controlnet import (ControlNet, detect_controlnet_config, resize_hint, scaled_residuals,
                                sum_residuals)
+from models.controlnet_diffusers import controlnet_diffusers_to_ldm, is_diffusers_controlnet
 from models.preprocessors import canny
 
 from .runtime import manage, placement, services, use
@@ -40,18 +41,27 @@ class ControlNetFile:
         return self._built[key]
 
 
-def load_control_file(path, name: str) -> ControlNetFile:
-    """A ControlNet (LDM `control_model.`, bare LDM, diffusers layout) or a Control-LoRA; any other
-    file is a CheckpointError naming it."""
+def read_control_file(path, name: str) -> ControlNet | dict:
+    """A ControlNet (LDM `control_model.`, bare LDM, diffusers layout) or a Control-LoRA's state
+    dict; any other file is a CheckpointError naming it."""
     state = read_state_dict(path)
     if is_control_lora(state):
-        return ControlNetFile(name, lora=state)
+        return state
+    if is_diffusers_controlnet(state):
+        state = controlnet_diffusers_to_ldm(state, name)
     state = strip_common_prefix(state, ("control_model.",))
     if "input_hint_block.0.weight" not in state:
         sample = ", ".join(sorted(state)[:3]) or "none"
         raise CheckpointError(f"{name}: not a ControlNet or Control-LoRA (keys seen: {sample})")
-    config = detect_controlnet_config(state, name)
-    return ControlNetFile(name, network=manage(ControlNet.from_state_dict(state, config), name))
+    return ControlNet.from_state_dict(state, detect_controlnet_config(state, name))
+
+
+def load_control_file(path, name: str) -> ControlNetFile:
+    """read_control_file, registered with the model manager (inside a node)."""
+    loaded = read_control_file(path, name)
+    if isinstance(loaded, dict):
+        return ControlNetFile(name, lora=loaded)
+    return ControlNetFile(name, network=manage(loaded, name))
 
 
 @dataclass(frozen=True, eq=False)

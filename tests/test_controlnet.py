@@ -146,3 +146,37 @@ def test_softness_scales_per_level():
     for i, r in enumerate(scaled):
         assert torch.allclose(r, inputs[i] * 0.5 * (1 - 0.25 * (1 - i / 9)))
     assert torch.allclose(middle, torch.full_like(middle, 0.5))
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl-3"])
+def test_diffusers_layout_file_loads_to_the_same_network(tmp_path, name):
+    """diffusers' own ControlNetModel state dict (its save layout) -> our loader -> the same residuals."""
+    from safetensors.torch import save_file
+
+    from nodes.controlnet import read_control_file
+
+    spec, latent_hw = SPECS[name]
+    path = write_tiny_controlnet(tmp_path / "cn.safetensors", controlnet_config_for_unet(spec.unet), seed=9)
+    theirs = diffusers_controlnet(path, spec.unet)
+    diffusers_file = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(diffusers_file))
+    ours = read_control_file(diffusers_file, diffusers_file.name)
+    x, hint, timesteps, context, our_kwargs, _ = _inputs(spec, latent_hw)
+    reference = ControlNet.from_state_dict({k[len("control_model."):]: v for k, v in load_file(str(path)).items()},
+                                           detect_controlnet_config({k[len("control_model."):]: v for k, v in
+                                                                     load_file(str(path)).items()}, "cn"))
+    got, expected = ours(x, hint, timesteps, context, **our_kwargs), reference(x, hint, timesteps, context, **our_kwargs)
+    for a, b in zip(got[0], expected[0]):
+        assert torch.equal(a, b)
+    assert torch.equal(got[1], expected[1])
+
+
+def test_a_file_that_is_no_controlnet_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    from nodes.controlnet import read_control_file
+
+    path = tmp_path / "mystery.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(path))
+    with pytest.raises(CheckpointError, match="mystery.safetensors"):
+        read_control_file(path, path.name)
