@@ -174,15 +174,20 @@ class DescribeRoutes:
         kind, error = self._image_type(request)
         if error is not None:
             return error
-        image, error = await self._image(request)
+        data, error = await self._upload(request)
         if error is not None:
             return error
+        loop = asyncio.get_running_loop()  # decoding and storing a big upload take a while: off the loop
+        try:
+            image = await loop.run_in_executor(None, decode_input_image, data, "image")
+        except ValueError as exc:
+            return field_error(("body", "image"), str(exc))
         capability = self.capabilities[kind]
         model = self._model_file(capability)
         if model is None:
             folder = self.folders.directories(FOLDER)[0]
             return detail(503, f"Describe ({kind.value}) needs {capability.needs} in {folder}")
-        name = self._store(image)
+        name = await loop.run_in_executor(None, self._store, image)
         prompt = capability.workflow.fill({"image": name, "model": model})
         try:
             outcome = await self.runner.run(prompt, cleanup=lambda: self._delete(name))
@@ -206,7 +211,8 @@ class DescribeRoutes:
         return DescribeImageType.PHOTO, None
 
     @staticmethod
-    async def _image(request: web.Request):
+    async def _upload(request: web.Request):
+        """The raw `image` part (file bytes or text), or a 422."""
         try:
             form = await request.post()
         except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body (bad part headers too)
@@ -215,10 +221,7 @@ class DescribeRoutes:
         data = value.file.read() if isinstance(value, web.FileField) else value
         if data is None or len(data) == 0:
             return None, field_error(("body", "image"), "Field required: a multipart file 'image'", "missing")
-        try:
-            return decode_input_image(data, "image"), None
-        except ValueError as exc:
-            return None, field_error(("body", "image"), str(exc))
+        return data, None
 
     def _model_file(self, capability: DescribeCapability) -> Optional[str]:
         folder = self.folders.directories(FOLDER)[0]
