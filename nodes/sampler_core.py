@@ -17,6 +17,7 @@ from models.sampling.guidance import CFGDenoiser, standard_cfg
 from models.sampling.model_sampling import make_denoiser, model_sampling_for_scheduler
 from models.sampling.noise import prepare_noise
 from models.sampling.registry import get_sampler, make_sigmas
+from models.unclip import unclip_pooled
 
 from .controlnet import control_residuals
 from .sockets import ModelSocket
@@ -51,6 +52,8 @@ def conditioning_kwargs(model: ModelSocket, conditioning, width: int, height: in
     tokens, extras = conditioning[0][0], conditioning[0][1]
     kwargs = {"context": tokens}
     pooled = extras.get("pooled_output")
+    if model.family == "sdxl" and extras.get("unclip_conditioning"):  # unCLIPConditioning: image embeds as pooled
+        pooled = unclip_pooled(extras["unclip_conditioning"], 1280 if pooled is None else pooled.shape[-1])
     if model.family == "sdxl":
         if pooled is None:
             raise ValueError("SDXL needs pooled text output: encode the prompt with this model's CLIP")

@@ -82,3 +82,36 @@ def test_preprocess_alpha_goes_to_white_and_center_crop_is_square():
     centre = preprocess(left_red, size=10, crop="center")  # the red third is cropped away
     stretched = preprocess(left_red, size=10, crop="none")
     assert centre[0, 0].max() < stretched[0, 0].max()
+
+
+def test_unclip_noise_schedule_equals_diffusers_squaredcos_cap_v2():
+    diffusers = pytest.importorskip("diffusers")
+    from models.unclip import cosine_alphas_cumprod
+
+    oracle = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    torch.testing.assert_close(cosine_alphas_cumprod().float(), oracle.float(), atol=1e-6, rtol=0)
+
+
+def test_unclip_conditioning_puts_scaled_image_embeds_into_the_sdxl_pooled_vector():
+    from types import SimpleNamespace
+
+    from models.clip_vision import CLIPVisionOutput
+    from models.unclip import cosine_alphas_cumprod
+    from nodes.clip_vision import unCLIPConditioning
+    from nodes.sampler_core import conditioning_kwargs
+
+    embeds = torch.randn(1, 1280, generator=torch.Generator().manual_seed(0))
+    output = CLIPVisionOutput(torch.zeros(1, 2, 8), torch.zeros(1, 2, 8), embeds)
+    base = [[torch.zeros(1, 77, 2048), {"pooled_output": torch.ones(1, 1280)}]]
+    (cond,) = unCLIPConditioning().apply_adm(base, output, 0.7, 0.5)
+    assert "unclip_conditioning" not in base[0][1]  # the input conditioning is left alone
+    model = SimpleNamespace(family="sdxl", info=SimpleNamespace(is_inpaint=False))
+    pooled = conditioning_kwargs(model, cond, 64, 64)["y"][:, :1280]
+    level = round(999 * 0.5)
+    ac = cosine_alphas_cumprod()[level].item()
+    noise = torch.randn(1, 1280, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pooled, 0.7 * (embeds * ac ** 0.5 + noise * (1 - ac) ** 0.5), atol=1e-5, rtol=0)
+    plain = conditioning_kwargs(model, base, 64, 64)["y"][:, :1280]
+    torch.testing.assert_close(plain, torch.ones(1, 1280))
+    (two,) = unCLIPConditioning().apply_adm(cond, output, 1.0, 0.0)
+    assert len(two[0][1]["unclip_conditioning"]) == 2
