@@ -228,10 +228,11 @@ class DescribeRoutes:
         return next((name for name in capability.model_files if (folder / name).is_file()), None)
 
     def _store(self, image) -> str:
-        name = f"{INPUT_SUBFOLDER}/{uuid.uuid4().hex}.png"
+        # BMP: the file is read back once, at once, and deleted; writing a 1024-px PNG costs ~30x more
+        name = f"{INPUT_SUBFOLDER}/{uuid.uuid4().hex}.bmp"
         path = self.input_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, format="PNG", compress_level=1)  # read back once, at once
+        image.save(path, format="BMP")
         return name
 
     def _delete(self, name: str) -> None:
