@@ -18,7 +18,7 @@ FOLDERS: dict[str, tuple[tuple[str, ...], frozenset | None]] = {
     "clip_vision": (("clip_vision",), MODEL_EXTENSIONS),
     "upscale_models": (("upscale_models",), MODEL_EXTENSIONS),
     "embeddings": (("embeddings",), MODEL_EXTENSIONS),
-    "inpaint": (("inpaint",), MODEL_EXTENSIONS),
+    "inpaint": (("inpaint",), MODEL_EXTENSIONS | {".patch"}),  # Fooocus' engines: *.fooocus.patch
     "prompt_expansion": (("prompt_expansion",), None),
     "configs": (("configs",), frozenset({".yaml", ".json"})),
     "styles": (("styles",), frozenset({".json"})),

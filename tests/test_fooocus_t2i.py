@@ -318,7 +318,7 @@ def test_advanced_params_reach_the_workflow(models_dir, tmp_path):
 # --- styles --------------------------------------------------------------------------------------
 def test_styles_template_negative_merge_random_and_user_files(models_dir, tmp_path):
     _, api = make_app(models_dir, tmp_path)
-    styles = api.jobs.planner.libraries.styles
+    styles = api.jobs.planner.default.libraries.styles
     anime, cinematic = styles.get("SAI Anime"), styles.get("Fooocus Cinematic")
     planned = plan(api, tiny({"prompt": "a red fox", "negative_prompt": "blurry",
                               "style_selections": ["SAI Anime", "Fooocus Enhance", "Fooocus Cinematic"]}))

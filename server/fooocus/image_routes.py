@@ -18,7 +18,8 @@ from server.jobs import JobType
 from .forms import parse_form
 from .images import check_generation_input, load_image_input, to_rgb
 from .input_store import InputImageStore
-from .requests import UpscaleVaryRequestV1, UpscaleVaryRequestV2
+from .requests import (InpaintOutpaintRequestV1, InpaintOutpaintRequestV2, UpscaleVaryRequestV1,
+                       UpscaleVaryRequestV2)
 from .routes import FooocusRoutes, read_json_body, unprocessable
 from .url_fetch import UrlFetcher
 from .validation import validate_request, validation_error_response
@@ -69,6 +70,11 @@ class ImageRoutes:
         return [
             ("POST", "/v1/generation/image-upscale-vary", self.upscale_vary_v1),
             ("POST", "/v2/generation/image-upscale-vary", self.upscale_vary_v2),
+            ("POST", "/v1/generation/image-inpaint-outpaint", self.inpaint_outpaint_v1),
+            ("POST", "/v2/generation/image-inpaint-outpaint", self.inpaint_outpaint_v2),
+            # the paths of Fooocus-API up to v0.3.29, whose clients still send them
+            ("POST", "/v1/generation/image-inpait-outpaint", self.inpaint_outpaint_v1),
+            ("POST", "/v2/generation/image-inpait-outpaint", self.inpaint_outpaint_v2),
         ]
 
     # --- Upscale or Vary ----------------------------------------------------------------------
@@ -87,6 +93,26 @@ class ImageRoutes:
         except pydantic.ValidationError as exc:
             return unprocessable(validation_error_response(exc, body))
         return await self._submit(request, JobType.IMAGE_UPSCALE_VARY.value, parsed, {"input_image": True})
+
+    # --- Inpaint or Outpaint -------------------------------------------------------------------
+    async def inpaint_outpaint_v1(self, request: web.Request) -> web.StreamResponse:
+        fields = await read_form_fields(request)
+        try:
+            parsed = parse_form(InpaintOutpaintRequestV1, fields, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc))
+        return await self._submit(request, JobType.IMAGE_INPAINT_OUTPAINT.value, parsed,
+                                  {"input_image": True, "input_mask": False})
+
+    async def inpaint_outpaint_v2(self, request: web.Request) -> web.StreamResponse:
+        """An empty `input_image` makes the request text-to-image, as in Fooocus-API."""
+        body = await read_json_body(request)
+        try:
+            parsed = validate_request(InpaintOutpaintRequestV2, body, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc, body))
+        return await self._submit(request, JobType.IMAGE_INPAINT_OUTPAINT.value, parsed,
+                                  {"input_image": False, "input_mask": False})
 
     # --- shared -------------------------------------------------------------------------------
     async def _submit(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel,

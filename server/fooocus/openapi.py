@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the Fooocus API, built from the pydantic request and response models.
 
-The document lists exactly the routes the server mounts (`FooocusRoutes.routes()` plus `/ping`):
+The document lists exactly the routes the server mounts (every route pack's `routes()` plus `/ping`):
 each (method, path) is looked up in `OPERATIONS`, which says which models describe it. A mounted
 route missing from the table still appears, described only by its handler's docstring, and
 `undocumented_routes()` names it so a test can insist every route is described properly.
@@ -17,7 +17,9 @@ from typing import Any, Iterable, Optional, Union
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from .requests import CommonRequest, JobHistoryRequest, QueryJobRequest
+from .describe import DescribeForm, DescribeQuery, DescribeResponse
+from .requests import (CommonRequest, InpaintOutpaintRequestV1, InpaintOutpaintRequestV2, JobHistoryRequest,
+                       QueryJobRequest, UpscaleVaryRequestV1, UpscaleVaryRequestV2)
 from .responses import (
     AllModelsResponse,
     AsyncJobResponse,
@@ -113,9 +115,11 @@ class Operation:
     replies: dict[str, Reply] = field(default_factory=dict)
     validates: bool = False  # answers 422 with HTTPValidationError
     public: bool = False  # served without X-API-KEY (the middleware's PUBLIC_PREFIXES)
+    body_media: str = "application/json"  # "multipart/form-data" for the v1 image routes
 
 
 JSON = "application/json"
+MULTIPART = "multipart/form-data"
 BINARY = {"type": "string", "format": "binary"}
 TEXT = {"type": "string"}
 
@@ -141,6 +145,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Generate images from a prompt. The body is read as JSON whatever its Content-Type. "
         "Blocks until the job ends unless `async_process` is true.",
         body=CommonRequest, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
+    ("POST", "/v1/generation/image-upscale-vary"): Operation(
+        "Upscale or vary", "GenerateV1",
+        "Upscale (super-resolution, then re-diffusion at denoise 0.382) or vary (denoise 0.5 / 0.85) an "
+        "uploaded image. Multipart: `input_image` is a file part, every other field a form field "
+        "(`loras` and `advanced_params` as JSON text, `style_selections` comma-separated).",
+        body=UpscaleVaryRequestV1, body_media=MULTIPART, query=GenerationQuery, replies=GENERATION_REPLIES,
+        validates=True),
+    ("POST", "/v2/generation/image-upscale-vary"): Operation(
+        "Upscale or vary", "GenerateV2",
+        "As the v1 route, with a JSON body: `input_image` is base64 (optionally a `data:image/...;base64,` "
+        "URL) or an http(s) URL to a public address.",
+        body=UpscaleVaryRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
+    ("POST", "/v1/tools/describe-image"): Operation(
+        "Describe an image", "Tools",
+        "A BLIP caption (`Photo`) or WD14 tags (`Anime`) of the uploaded image. Not queued: it answers "
+        "while generation jobs run. `type` is the old name of `image_type`.",
+        body=DescribeForm, body_media=MULTIPART, query=DescribeQuery, validates=True,
+        replies={"200": Reply("The description", {JSON: DescribeResponse}),
+                 "503": Reply("A describe model file is missing (the message names it and its folder), or "
+                              "describe is busy", {JSON: {"type": "object", "properties": {"detail": TEXT}}}),
+                 "504": Reply("Describe took too long", {JSON: {"type": "object", "properties": {"detail": TEXT}}})}),
+    ("POST", "/v1/generation/image-inpaint-outpaint"): Operation(
+        "Inpaint or outpaint", "GenerateV1",
+        "Repaint the white part of `input_mask` (optional file part) and/or extend the image to the "
+        "`outpaint_selections` sides (comma-separated). Neither a mask with white pixels nor a side: "
+        "text-to-image. Multipart, as the other v1 image routes.",
+        body=InpaintOutpaintRequestV1, body_media=MULTIPART, query=GenerationQuery, replies=GENERATION_REPLIES,
+        validates=True),
+    ("POST", "/v2/generation/image-inpaint-outpaint"): Operation(
+        "Inpaint or outpaint", "GenerateV2",
+        "As the v1 route, with a JSON body: images as base64 or http(s) URLs, `outpaint_selections` a list. "
+        "An empty `input_image` makes it text-to-image.",
+        body=InpaintOutpaintRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
+    ("POST", "/v1/generation/image-inpait-outpaint"): Operation(
+        "Inpaint or outpaint (old path)", "GenerateV1", "Fooocus-API <= 0.3.29's spelling of the v1 route.",
+        body=InpaintOutpaintRequestV1, body_media=MULTIPART, query=GenerationQuery, replies=GENERATION_REPLIES,
+        validates=True),
+    ("POST", "/v2/generation/image-inpait-outpaint"): Operation(
+        "Inpaint or outpaint (old path)", "GenerateV2", "Fooocus-API <= 0.3.29's spelling of the v2 route.",
+        body=InpaintOutpaintRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
     ("GET", "/v1/generation/query-job"): Operation(
         "Query a job", "Query",
         "Stage, progress and (when finished) results of a job. `require_step_preview` adds the latest "
@@ -342,8 +386,8 @@ def _operation(method: str, path: str, operation: Operation, schemas: _Schemas, 
     if parameters:
         entry["parameters"] = parameters
     if operation.body is not None:
-        entry["requestBody"] = {"required": False,
-                                "content": {JSON: {"schema": schemas.ref(operation.body, "validation")}}}
+        entry["requestBody"] = {"required": False, "content": {
+            operation.body_media: {"schema": schemas.ref(operation.body, "validation")}}}
     responses = {}
     for status, reply in operation.replies.items():
         answer: dict[str, Any] = {"description": reply.description}
@@ -366,7 +410,7 @@ def fooocus_routes(api) -> list[tuple[str, str, Any]]:
     """The routes a mounted FooocusAPI serves that the document lists: its own plus the App's /ping."""
     from server.app import ping  # the App registers /ping itself; the document describes it too
 
-    return [*api.routes.routes(), ("GET", "/ping", ping)]
+    return [*(route for pack in api.route_packs for route in pack.routes()), ("GET", "/ping", ping)]
 
 
 def document_for(api) -> dict:
