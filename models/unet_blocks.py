@@ -136,10 +136,17 @@ class SpatialTransformer(nn.Module):
             h = block(h, context, transformer_options)
         if self.use_linear:
             h = self.proj_out(h)
-        h = h.transpose(1, 2).reshape(batch, -1, height, width)
+        # back in the input's memory format: the transposed view is channels_last in memory, and
+        # an input in another format than the weights makes a convolution copy its weights
+        h = h.transpose(1, 2).reshape(batch, -1, height, width).contiguous(memory_format=_memory_format(x))
         if not self.use_linear:
             h = self.proj_out(h)
         return h + x
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class Downsample(nn.Module):
