@@ -86,8 +86,9 @@ def test_residuals_stop_after_the_stop_sigma_and_are_softened(tiny):
     counting = CountingControlNet(control)
     handle = ControlNetFile("cn", network=Unmanaged(counting))
     hint = torch.rand(1, 64, 64, 3)
-    positive, negative = FooocusControlNetApply().apply(_conditioning(spec, 1), _conditioning(spec, 2), handle, hint,
-                                                         weight=0.7, stop=0.4, controlnet_softness=0.25)
+    positive, negative = FooocusControlNetApply().apply(_conditioning(spec, 1), _conditioning(spec, 2),
+                                                         weight=0.7, stop=0.4, controlnet_softness=0.25,
+                                                         control_net=handle, image=hint)
     recording = RecordingUNet(unet)
     denoiser = _denoiser(model, recording, positive, negative)
     sampling = DiscreteModelSampling()
@@ -273,3 +274,11 @@ def test_demo_control_loras_run_on_tiny_sdxl(app):
         assert result.ok, result.node_errors
         outcome = app.executor.execute(prompt, f"lora-{name}", result.outputs, result.constants, links=result.links)
         assert outcome.status == "success", outcome.error
+
+
+def test_fooocus_controlnet_apply_passes_through_without_hint_network_or_stop():
+    positive, negative = [["p", {}]], [["n", {}]]
+    apply = FooocusControlNetApply().apply
+    assert apply(positive, negative, 1.0, 0.5, 0.25) == (positive, negative)
+    assert apply(positive, negative, 1.0, 0.0, 0.25, control_net=object(), image=torch.zeros(1, 8, 8, 3)) == \
+        (positive, negative)

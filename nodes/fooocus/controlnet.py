@@ -64,13 +64,17 @@ class FooocusControlNetApply:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
-                             "control_net": ("CONTROL_NET",), "image": ("IMAGE",),
                              "weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.001}),
                              "stop": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.001}),
                              "controlnet_softness": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0,
-                                                               "step": 0.001})}}
+                                                               "step": 0.001})},
+                "optional": {"control_net": ("CONTROL_NET",), "image": ("IMAGE",)}}
 
-    def apply(self, positive, negative, control_net, image, weight, stop, controlnet_softness):
+    def apply(self, positive, negative, weight, stop, controlnet_softness, control_net=None, image=None):
+        # Without a hint or a network the conditioning passes through, so a workflow can chain
+        # the four Fooocus image-prompt slots statically and leave unused ones unconnected.
+        if control_net is None or image is None or stop <= 0:
+            return (positive, negative)
         return ControlNetApplyAdvanced().apply_controlnet(positive, negative, control_net, image, weight, 0.0, stop,
                                                           softness=controlnet_softness)
 

@@ -18,15 +18,18 @@ from server.jobs import JobType
 from .forms import parse_form
 from .images import check_generation_input, load_image_input, to_rgb
 from .input_store import InputImageStore
-from .requests import (InpaintOutpaintRequestV1, InpaintOutpaintRequestV2, UpscaleVaryRequestV1,
+from .image_prompt import MAX_IMAGE_PROMPTS
+from .requests import (IMAGE_PROMPT_SLOTS, ImagePromptRequestV1, ImagePromptRequestV2, InpaintOutpaintRequestV1,
+                       InpaintOutpaintRequestV2, TextToImageWithIPRequest, UpscaleVaryRequestV1,
                        UpscaleVaryRequestV2)
 from .routes import FooocusRoutes, read_json_body, unprocessable
 from .url_fetch import UrlFetcher
 from .validation import validate_request, validation_error_response
 
-# Request fields not stored with the job: images travel as stored files; image prompts belong to
-# the image-prompt capability, which uov jobs do not run.
-NOT_STORED = ("image_prompts",)
+# Request fields not stored with the job as sent: images travel as stored files (image prompts
+# are stored as a list of slots naming their files); v1's flat cn_* slots become that list.
+NOT_STORED = ("image_prompts",) + tuple(f"cn_{part}{slot}" for slot in range(1, IMAGE_PROMPT_SLOTS + 1)
+                                        for part in ("img", "stop", "weight", "type"))
 
 
 class ImageInputError(ValueError):
@@ -36,7 +39,8 @@ class ImageInputError(ValueError):
 
 
 def input_error_response(error: ImageInputError) -> web.Response:
-    return unprocessable({"detail": [{"type": "value_error", "loc": ["body", error.field], "msg": str(error),
+    location = [int(part) if part.isdigit() else part for part in error.field.split(".")]
+    return unprocessable({"detail": [{"type": "value_error", "loc": ["body", *location], "msg": str(error),
                                       "input": None}]})
 
 
@@ -75,6 +79,9 @@ class ImageRoutes:
             # the paths of Fooocus-API up to v0.3.29, whose clients still send them
             ("POST", "/v1/generation/image-inpait-outpaint", self.inpaint_outpaint_v1),
             ("POST", "/v2/generation/image-inpait-outpaint", self.inpaint_outpaint_v2),
+            ("POST", "/v1/generation/image-prompt", self.image_prompt_v1),
+            ("POST", "/v2/generation/image-prompt", self.image_prompt_v2),
+            ("POST", "/v2/generation/text-to-image-with-ip", self.text_to_image_with_ip),
         ]
 
     # --- Upscale or Vary ----------------------------------------------------------------------
@@ -114,20 +121,65 @@ class ImageRoutes:
         return await self._submit(request, JobType.IMAGE_INPAINT_OUTPAINT.value, parsed,
                                   {"input_image": False, "input_mask": False})
 
+    # --- Image prompt -------------------------------------------------------------------------
+    async def image_prompt_v1(self, request: web.Request) -> web.StreamResponse:
+        fields = await read_form_fields(request)
+        try:
+            parsed = parse_form(ImagePromptRequestV1, fields, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc))
+        prompts = [(f"cn_img{slot}", prompt) for slot, prompt in enumerate(parsed.image_prompts, start=1)]
+        return await self._submit(request, JobType.IMAGE_PROMPT.value, parsed,
+                                  {"input_image": False, "input_mask": False}, prompts)
+
+    async def image_prompt_v2(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_body(request)
+        try:
+            parsed = validate_request(ImagePromptRequestV2, body, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc, body))
+        prompts = [(f"image_prompts.{index}.cn_img", prompt) for index, prompt in enumerate(parsed.image_prompts)]
+        return await self._submit(request, JobType.IMAGE_PROMPT.value, parsed,
+                                  {"input_image": False, "input_mask": False}, prompts)
+
+    async def text_to_image_with_ip(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_body(request)
+        try:
+            parsed = validate_request(TextToImageWithIPRequest, body, self.vocabulary())
+        except pydantic.ValidationError as exc:
+            return unprocessable(validation_error_response(exc, body))
+        prompts = [(f"image_prompts.{index}.cn_img", prompt) for index, prompt in enumerate(parsed.image_prompts)]
+        return await self._submit(request, JobType.TEXT_TO_IMAGE.value, parsed, {}, prompts)
+
     # --- shared -------------------------------------------------------------------------------
     async def _submit(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel,
-                      image_fields: dict[str, bool]) -> web.StreamResponse:
-        """Decode and store the images named in `image_fields` (field -> required), then submit."""
-        stored: dict[str, str | None] = {}
+                      image_fields: dict[str, bool], image_prompts=None) -> web.StreamResponse:
+        """Decode and store the images named in `image_fields` (field -> required) and those of
+        `image_prompts` ((field name, ImagePrompt) pairs; entries without an image are dropped,
+        at most four kept), then submit."""
+        stored: dict = {}
+        names: list[str] = []
         try:
             for field, required in image_fields.items():
                 stored[field] = await self._store_image(getattr(parsed, field), field, required)
+                names.append(stored[field])
+            if image_prompts is not None:
+                slots = []
+                for field, prompt in image_prompts:
+                    if len(slots) == MAX_IMAGE_PROMPTS:
+                        break
+                    name = await self._store_image(prompt.cn_img, field, required=False)
+                    if name is not None:
+                        names.append(name)
+                        slots.append({"cn_img": name, "cn_stop": prompt.cn_stop, "cn_weight": prompt.cn_weight,
+                                      "cn_type": prompt.cn_type.value})
+                stored["image_prompts"] = slots
         except ImageInputError as error:
-            self.inputs.delete(name for name in stored.values() if name)
+            self.inputs.delete(name for name in names if name)
             return input_error_response(error)
         response = await self.base.generate(request, job_type, parsed, stored_images=stored, exclude=NOT_STORED)
         if response.status >= 400:  # nothing was queued: the stored inputs have no job to serve
-            self.inputs.delete(name for name in stored.values() if name)
+            self.inputs.delete(name for name in names if name)
         return response
 
     async def _store_image(self, value, field: str, required: bool) -> str | None:

@@ -44,7 +44,9 @@ class InputImageStore:
 
     def delete_job_inputs(self, params: dict) -> None:
         """Delete the stored inputs a job's parameters name (when the job itself is deleted)."""
-        self.delete(value for value in params.values() if isinstance(value, str))
+        names = [value for value in params.values() if isinstance(value, str)]
+        names += [slot.get("cn_img") for slot in params.get("image_prompts") or [] if isinstance(slot, dict)]
+        self.delete(names)
 
     def delete(self, names) -> None:
         for name in names:

@@ -18,8 +18,9 @@ from pydantic import AliasChoices, BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from .describe import DescribeForm, DescribeQuery, DescribeResponse
-from .requests import (CommonRequest, InpaintOutpaintRequestV1, InpaintOutpaintRequestV2, JobHistoryRequest,
-                       QueryJobRequest, UpscaleVaryRequestV1, UpscaleVaryRequestV2)
+from .requests import (CommonRequest, ImagePromptRequestV1, ImagePromptRequestV2, InpaintOutpaintRequestV1,
+                       InpaintOutpaintRequestV2, JobHistoryRequest, QueryJobRequest, TextToImageWithIPRequest,
+                       UpscaleVaryRequestV1, UpscaleVaryRequestV2)
 from .responses import (
     AllModelsResponse,
     AsyncJobResponse,
@@ -185,6 +186,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v2/generation/image-inpait-outpaint"): Operation(
         "Inpaint or outpaint (old path)", "GenerateV2", "Fooocus-API <= 0.3.29's spelling of the v2 route.",
         body=InpaintOutpaintRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
+    ("POST", "/v1/generation/image-prompt"): Operation(
+        "Image prompt", "GenerateV1",
+        "Text-to-image guided by up to four image prompts: file parts `cn_img1..4` with `cn_type1..4` "
+        "(ImagePrompt, FaceSwap), `cn_stop1..4`, `cn_weight1..4` (0 or empty: the type's default). Without "
+        "image prompts, `input_image`/`input_mask` make it an inpaint/outpaint request.",
+        body=ImagePromptRequestV1, body_media=MULTIPART, query=GenerationQuery, replies=GENERATION_REPLIES,
+        validates=True),
+    ("POST", "/v2/generation/image-prompt"): Operation(
+        "Image prompt", "GenerateV2",
+        "As the v1 route, with a JSON body: `image_prompts` (required, may be empty) lists "
+        "{cn_img (base64 or URL), cn_stop, cn_weight, cn_type}.",
+        body=ImagePromptRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
+    ("POST", "/v2/generation/text-to-image-with-ip"): Operation(
+        "Text to image with image prompts", "GenerateV2",
+        "Text-to-image plus `image_prompts` (up to four with an image are used).",
+        body=TextToImageWithIPRequest, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
     ("GET", "/v1/generation/query-job"): Operation(
         "Query a job", "Query",
         "Stage, progress and (when finished) results of a job. `require_step_preview` adds the latest "

@@ -12,6 +12,7 @@ from server.jobs import JobType
 
 from .api import FooocusAPI
 from .describe import DescribeRoutes
+from .image_prompt import ImagePromptJobPlanner, ImagePromptPlanner
 from .image_routes import ImageRoutes
 from .inpaint_outpaint import InpaintOutpaintPlanner
 from .input_store import InputImageStore
@@ -46,8 +47,11 @@ def attach_fooocus_api(app, **webhook_options) -> FooocusAPI:
     log.info("Fooocus preset %s: base model %s", preset.name, preset.base_model)
     planner = TextToImagePlanner(app.registry, folders, FooocusLibraries(styles, wildcards, preset))
     inputs = InputImageStore(config.input_dir)
-    planners = JobTypePlanner(planner, {JobType.IMAGE_UPSCALE_VARY.value: UpscaleVaryPlanner(planner, inputs),
-                                        JobType.IMAGE_INPAINT_OUTPAINT.value: InpaintOutpaintPlanner(planner, inputs)})
+    inpaint, image_prompts = InpaintOutpaintPlanner(planner, inputs), ImagePromptPlanner(planner)
+    planners = JobTypePlanner(planner, {JobType.TEXT_TO_IMAGE.value: image_prompts,
+                                        JobType.IMAGE_UPSCALE_VARY.value: UpscaleVaryPlanner(planner, inputs),
+                                        JobType.IMAGE_INPAINT_OUTPAINT.value: inpaint,
+                                        JobType.IMAGE_PROMPT.value: ImagePromptJobPlanner(image_prompts, inpaint)})
     vocabulary = Vocabulary.of(styles.names(), SAMPLER_NAMES + EXTRA_SAMPLER_NAMES,
                                SCHEDULER_NAMES + EXTRA_SCHEDULER_NAMES)
     api = FooocusAPI(app, planners, vocabulary=lambda: vocabulary, style_names=styles.names,
