@@ -35,8 +35,9 @@ def shape_ceil_steps(height: int, width: int, target: float) -> list[tuple[int, 
             break
         k = target / ceil_now
         # Fooocus scales the running H, W (not the previous step's rounded image size) by k
-        h = int(round(float(current[0]) * k / SHAPE_MULTIPLE) * SHAPE_MULTIPLE)
-        w = int(round(float(current[1]) * k / SHAPE_MULTIPLE) * SHAPE_MULTIPLE)
+        # a side never rounds below 64 (Fooocus would divide by zero on a very elongated strip)
+        h = max(SHAPE_MULTIPLE, int(round(float(current[0]) * k / SHAPE_MULTIPLE) * SHAPE_MULTIPLE))
+        w = max(SHAPE_MULTIPLE, int(round(float(current[1]) * k / SHAPE_MULTIPLE) * SHAPE_MULTIPLE))
         if (h, w) == original:
             return []
         current = (h, w)

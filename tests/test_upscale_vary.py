@@ -504,3 +504,12 @@ async def test_deleting_a_job_deletes_its_stored_input(server):
     deleted = await client.get("/v1/generation/job-history", params={"job_id": job_id, "delete": "true"})
     assert (await deleted.json()) == {"message": "Deleted"}
     assert not stored.exists()
+
+
+async def test_malformed_multipart_is_a_422(server):
+    client, app, api = await server()
+    body = (b"--XYZ\r\nContent-Disposition: form-data; name=\"uov_method\"\r\nBroken-Header\r\n\r\nUpscale (2x)\r\n"
+            b"--XYZ--\r\n")
+    response = await client.post(V1, data=body, headers={"Content-Type": "multipart/form-data; boundary=XYZ"})
+    assert response.status == 422, await response.text()
+    assert (await client.get("/ping")).status == 200

@@ -6,12 +6,14 @@ models or nodes.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from PIL import Image
+
+from models.image_sizes import shape_ceil, shape_ceil_steps, size_after_shape_ceil  # noqa: F401 (re-exported)
 
 OUTPAINT_SIDES = ("Left", "Right", "Top", "Bottom")
 OUTPAINT_FRACTION = 0.3  # a side padded without an explicit distance grows by 30% of the image
@@ -207,30 +209,17 @@ def respective_field_box(mask: np.ndarray, field: float) -> Box:
     return Box(top, bottom, left, right)
 
 
-def shape_ceil(height: int, width: int) -> float:
-    """ceil(sqrt(H * W) / 64) * 64: the size class of an image."""
-    return math.ceil(math.sqrt(height * width) / 64.0) * 64.0
-
-
 def shape_for_ceil(height: int, width: int, target: float) -> tuple[int, int]:
-    """(H, W), multiples of 64, whose shape_ceil is `target`: rescale by target / current and
-    round each side to 64, until it fits (at most 256 rounds). A side never rounds below 64
-    (Fooocus would divide by zero on very elongated pictures)."""
-    target = float(target)
-    for _ in range(256):
-        current = shape_ceil(height, width)
-        if abs(current - target) < 0.1:
-            break
-        scale = target / current
-        height = max(64, int(round(height * scale / 64.0) * 64))
-        width = max(64, int(round(width * scale / 64.0) * 64))
-    return height, width
+    """(H, W) after Fooocus brings an image to shape ceil `target` (models.image_sizes)."""
+    return size_after_shape_ceil(height, width, target)
 
 
 def set_shape_ceil(image: np.ndarray, target: float) -> np.ndarray:
-    """The image Lanczos-resized to shape_for_ceil (unchanged when already there)."""
-    height, width = shape_for_ceil(image.shape[0], image.shape[1], target)
-    return resample(image, width, height)
+    """The image Lanczos-resized step by step to shape ceil `target`, as Fooocus resamples
+    (unchanged, the same array, when already there)."""
+    for height, width in shape_ceil_steps(image.shape[0], image.shape[1], target):
+        image = resample(image, width, height)
+    return image
 
 
 # --- fill and feather ------------------------------------------------------------------------

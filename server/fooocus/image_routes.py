@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pydantic
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server.jobs import JobType
 
@@ -48,7 +49,7 @@ async def read_form_fields(request: web.Request) -> list[tuple[str, Any]]:
     """(name, str | bytes) pairs of a multipart or urlencoded body, in arrival order."""
     try:
         form = await request.post()
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body (bad part headers too)
         raise web.HTTPUnprocessableEntity(
             text=json.dumps({"detail": [{"type": "value_error", "loc": ["body"],
                                          "msg": f"expected a multipart form: {exc}", "input": None}]}),
