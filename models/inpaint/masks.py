@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from PIL import Image
 
 from models.image_sizes import shape_ceil, shape_ceil_steps, size_after_shape_ceil  # noqa: F401 (re-exported)
