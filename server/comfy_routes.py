@@ -150,12 +150,13 @@ class ComfyRoutes:
     async def get_history(self, request: web.Request) -> web.Response:
         max_items = _int_query(request, "max_items")
         offset = _int_query(request, "offset", 0)
-        return web.json_response(self.app.queue.history(max_items, offset))
+        return web.Response(body=self.app.queue.history_json(max_items, offset), content_type="application/json")
 
     async def get_history_item(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
-        entry = self.app.queue.history_item(prompt_id)
-        return web.json_response({prompt_id: entry} if entry is not None else {})
+        entry = self.app.queue.history_item_json(prompt_id)
+        body = b"{" + json.dumps(prompt_id).encode() + b":" + entry + b"}" if entry is not None else b"{}"
+        return web.Response(body=body, content_type="application/json")
 
     async def post_history(self, request: web.Request) -> web.Response:
         body = await read_json(request)

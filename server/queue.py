@@ -1,4 +1,5 @@
-"""The one job queue both APIs share, and the ComfyUI-style history of finished prompts.
+"""The one job queue both APIs share, and the ComfyUI-style history of finished prompts
+(server/history.py keeps it bounded and compact).
 
 A min-heap on (number, sequence); `front` submissions get negative numbers. Thread-safe: the
 event loop adds and inspects, the worker thread takes and finishes.
@@ -8,9 +9,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+
+from .history import PromptHistory
 
 
 class JobObserver(Protocol):
@@ -75,8 +77,7 @@ class PromptQueue:
         self._sequence = itertools.count()
         self._counter = itertools.count()
         self._running: dict[str, QueueItem] = {}
-        self._history: OrderedDict[str, dict] = OrderedDict()
-        self._history_limit = history_limit
+        self._history = PromptHistory(history_limit)
         self._condition = threading.Condition()
         self._closed = False
         self.on_change = on_change
@@ -112,12 +113,10 @@ class PromptQueue:
             self._condition.notify_all()
 
     def task_done(self, item: QueueItem, history_entry: dict | None) -> None:
+        if history_entry is not None:  # before the item leaves `running`: a finished prompt is never unknown
+            self._history.add(item.prompt_id, history_entry)
         with self._condition:
             self._running.pop(item.prompt_id, None)
-            if history_entry is not None:
-                self._history[item.prompt_id] = history_entry
-                while len(self._history) > self._history_limit:
-                    self._history.popitem(last=False)
         self._changed()
 
     # --- inspection and removal ---------------------------------------------------------------
@@ -158,30 +157,22 @@ class PromptQueue:
 
     # --- history ------------------------------------------------------------------------------
     def history(self, max_items: int | None = None, offset: int = 0) -> dict[str, dict]:
-        with self._condition:
-            items = list(self._history.items())
-        if offset < 0:
-            offset = 0
-        if max_items is not None and offset == 0 and max_items >= 0:
-            items = items[-max_items:] if max_items else []
-        else:
-            items = items[offset:]
-            if max_items is not None:
-                items = items[:max_items]
-        return dict(items)
+        return self._history.entries(max_items, offset)
+
+    def history_json(self, max_items: int | None = None, offset: int = 0) -> bytes:
+        return self._history.json(max_items, offset)
 
     def history_item(self, prompt_id: str) -> dict | None:
-        with self._condition:
-            return self._history.get(prompt_id)
+        return self._history.get(prompt_id)
+
+    def history_item_json(self, prompt_id: str) -> bytes | None:
+        return self._history.get_json(prompt_id)
 
     def delete_history(self, prompt_ids) -> None:
-        with self._condition:
-            for prompt_id in prompt_ids:
-                self._history.pop(prompt_id, None)
+        self._history.delete(prompt_ids)
 
     def clear_history(self) -> None:
-        with self._condition:
-            self._history.clear()
+        self._history.clear()
 
     def _changed(self) -> None:
         if self.on_change is not None:

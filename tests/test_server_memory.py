@@ -121,3 +121,27 @@ def test_prompts_with_fresh_node_ids_do_not_grow_the_executor(toy_app_factory):
         result = validate_prompt(prompt, app.registry)
         assert app.executor.execute(prompt, "p", result.outputs, result.constants).status == "success"
     assert len(app.executor._instances) == limit
+
+
+def test_history_entries_are_stored_compressed_and_served_as_json():
+    from server.history import PromptHistory
+    from workflows import WORKFLOW_DIR
+
+    workflow = json.loads((WORKFLOW_DIR / "text_to_image.json").read_text())
+    history = PromptHistory(limit=2)
+    entries = {}
+    for prompt_id in ("first", "null", 'a "quoted" id'):
+        entries[prompt_id] = {"prompt": [1, prompt_id, workflow, {"client_id": "c"}, ["save"]],
+                              "outputs": {"save": {"images": [{"filename": "x.png"}], "odd": [complex(1, 2)]}},
+                              "status": {"status_str": "success", "completed": True, "messages": []}}
+        history.add(prompt_id, entries[prompt_id])
+    assert len(history) == 2 and history.get("first") is None  # the oldest went
+    for prompt_id in ("null", 'a "quoted" id'):
+        expected = json.loads(json.dumps(entries[prompt_id], default=repr))  # what JSON can hold; repr otherwise
+        assert history.get(prompt_id) == expected
+        assert expected["outputs"]["save"]["odd"] == ["(1+2j)"]
+        assert len(history._entries[prompt_id]) * 2 < len(json.dumps(expected, separators=(",", ":")))
+    assert json.loads(history.json()) == history.entries() and list(history.entries()) == ["null", 'a "quoted" id']
+    assert list(json.loads(history.json(max_items=1))) == ['a "quoted" id']
+    history.delete(["null"])
+    assert list(history.entries()) == ['a "quoted" id']
