@@ -325,18 +325,6 @@ async def test_vary_subtle_sync_and_strong_async(server):
     assert (await image_of(client, job["job_result"][0])).size == (832, 1216)
 
 
-@pytest.mark.timeout(900)
-async def test_upscale_custom_sync(server):
-    """Custom 3.0 of 400x300: exactly 1200x900 before the VAE, which keeps whole latent cells."""
-    client, app, api = await server()
-    body = {"uov_method": "Upscale (Custom)", "upscale_value": 3.0, "input_image": b64(png_bytes(400, 300)),
-            "advanced_params": FAST_STEPS}
-    response = await post_json(client, V2, body)
-    items = await response.json()
-    assert response.status == 200, items
-    assert (await image_of(client, items[0])).size == (1200, 896)
-
-
 async def test_fast_2x_is_the_super_resolution_image_without_diffusion(server, demo_models_dir):
     client, app, api = await server()
     source = png_bytes(576, 448, seed=3)
