@@ -41,7 +41,8 @@ async def test_failed_image_item_carries_the_chosen_seed(aiohttp_client, toy_app
 
 async def test_stopped_image_item_carries_the_chosen_seed(aiohttp_client, toy_app_factory):
     client = await client_for(aiohttp_client, toy_app_factory)
-    body = await (await client.post(T2I, data=json.dumps({"prompt": "a cat", "async_process": True,
+    # "hold": the toy job's steps take 0.2 s, so it is still running when the stop lands
+    body = await (await client.post(T2I, data=json.dumps({"prompt": "hold a cat", "async_process": True,
                                                           "advanced_params": {"overwrite_step": 200}}))).json()
     deadline = time.monotonic() + 20
     while (await (await client.get("/v1/generation/query-job", params={"job_id": body["job_id"]})).json())[
