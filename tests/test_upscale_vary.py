@@ -325,6 +325,21 @@ async def test_vary_subtle_sync_and_strong_async(server):
     assert (await image_of(client, job["job_result"][0])).size == (832, 1216)
 
 
+@pytest.mark.timeout(900)
+async def test_upscale_15x_and_custom_end_in_success_at_their_sizes(server):
+    """Both submitted async at once (1 step, Lightning's CFG 1): 1.5x of 600x400 goes to shape ceil
+    1024 (1216x832), Custom 3.0 of 400x300 to exactly 1200x900 (1200x896 after the VAE's 8-px grid)."""
+    client, app, api = await server(preset="lightning")
+    jobs = []
+    for method, extra, size in [("Upscale (1.5x)", {}, (600, 400)),
+                                ("Upscale (Custom)", {"upscale_value": 3.0}, (400, 300))]:
+        body = {"uov_method": method, "input_image": b64(png_bytes(*size)), "advanced_params": FAST_STEPS,
+                "async_process": True, **extra}
+        jobs.append((await (await post_json(client, V2, body)).json())["job_id"])
+    sizes = [(await image_of(client, (await wait_for(client, job))["job_result"][0])).size for job in jobs]
+    assert sizes == [(1216, 832), (1200, 896)]
+
+
 async def test_fast_2x_is_the_super_resolution_image_without_diffusion(server, demo_models_dir):
     client, app, api = await server()
     source = png_bytes(576, 448, seed=3)
