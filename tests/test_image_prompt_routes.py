@@ -3,23 +3,17 @@
 Control-LoRAs). The networks and their oracles are tested in tests/test_ip_adapter.py,
 tests/test_clip_vision.py and tests/test_controlnet*.py; here: what a request runs and that it runs.
 """
-import asyncio
-import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 from aiohttp import FormData
 from PIL import Image
 
-from server.app import App
-from server.config import AppConfig
 from server.fooocus.requests import TextToImageWithIPRequest
-from server.fooocus.setup import attach_fooocus_api
 from server.fooocus.validation import validate_request
-from server.serve import make_model_manager
+from fooocus_client import b64, start_fooocus_server, wait_for_job
 
 T2I_IP = "/v2/generation/text-to-image-with-ip"
 V1 = "/v1/generation/image-prompt"
@@ -35,18 +29,10 @@ def picture(width: int, height: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("utf-8")
-
-
 @pytest.fixture
-async def server(aiohttp_client, demo_models_dir, tmp_path):
+async def server(aiohttp_client, demo_app_factory):
     async def start(**overrides):
-        config = AppConfig(models_dir=demo_models_dir, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                           temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True, **overrides)
-        app = App(config, model_manager=make_model_manager(config))
-        api = attach_fooocus_api(app)
-        return await aiohttp_client(app.make_web_app()), app, api
+        return await start_fooocus_server(aiohttp_client, demo_app_factory, **overrides)
     return start
 
 
@@ -142,12 +128,7 @@ async def test_v1_and_v2_image_prompt_routes(server):
     form.add_field("cn_img2", picture(40, 32), filename="b.png")
     submitted = await (await client.post(V1, data=form)).json()
     assert submitted["job_type"] == "Image Prompt"
-    deadline = time.monotonic() + 600
-    while (job := await (await client.get("/v1/generation/query-job",
-                                          params={"job_id": submitted["job_id"]})).json())["job_stage"] \
-            not in ("SUCCESS", "ERROR"):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    job = await wait_for_job(client, submitted["job_id"])
     assert job["job_stage"] == "SUCCESS", job
     record = api.store.get(submitted["job_id"])
     assert [slot["cn_type"] for slot in record.params["image_prompts"]] == ["ImagePrompt", "PyraCanny"]

@@ -7,11 +7,8 @@ are the document's, the preset only makes each Fooocus-sized (shape ceil 1024) j
 CPU. Pixel-level inpaint behaviour (kept pixels, outpaint sizes, engines) is proven on the workflow
 in tests/test_inpaint_workflow.py.
 """
-import asyncio
-import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -24,6 +21,8 @@ from server.fooocus.requests import InpaintOutpaintRequestV2
 from server.fooocus.setup import attach_fooocus_api
 from server.fooocus.validation import validate_request
 from server.serve import make_model_manager
+
+from fooocus_client import b64, start_fooocus_server, wait_for_job
 
 V1 = "/v1/generation/image-inpaint-outpaint"
 V2 = "/v2/generation/image-inpaint-outpaint"
@@ -48,29 +47,11 @@ def mask_png(width: int, height: int, box=(0.3, 0.3, 0.6, 0.6), mode: str = "L")
     return buffer.getvalue()
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("utf-8")
-
-
 @pytest.fixture
-async def server(aiohttp_client, demo_models_dir, tmp_path):
+async def server(aiohttp_client, demo_app_factory):
     async def start(**overrides):
-        config = AppConfig(models_dir=demo_models_dir, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                           temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True, **overrides)
-        app = App(config, model_manager=make_model_manager(config))
-        api = attach_fooocus_api(app)
-        return await aiohttp_client(app.make_web_app()), app, api
+        return await start_fooocus_server(aiohttp_client, demo_app_factory, **overrides)
     return start
-
-
-async def wait_for(client, job_id: str, timeout: float = 800.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = await (await client.get("/v1/generation/query-job", params={"job_id": job_id})).json()
-        if body["job_stage"] in ("SUCCESS", "ERROR"):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def result_image(client, job: dict) -> Image.Image:
@@ -114,9 +95,9 @@ async def test_document_v1_examples_as_written(server):
     form.add_field("input_image", picture(72, 72), filename="s.jpg")
     form.add_field("input_mask", mask_png(72, 72), filename="m.png")
     inpaint = await (await client.post(V1, data=form)).json()
-    extended = await result_image(client, await wait_for(client, extension["job_id"]))
+    extended = await result_image(client, await wait_for_job(client, extension["job_id"]))
     assert extended.size == (80 + 2 * int(0.3 * 80), 64)
-    assert (await result_image(client, await wait_for(client, inpaint["job_id"]))).size == (72, 72)
+    assert (await result_image(client, await wait_for_job(client, inpaint["job_id"]))).size == (72, 72)
 
 
 @pytest.mark.timeout(900)
@@ -129,8 +110,8 @@ async def test_document_v2_examples_as_written(server):
     inpaint = await (await client.post(V2, data=json.dumps({
         "prompt": "a cat", "input_image": b64(picture(72, 64)), "input_mask": b64(mask_png(72, 64, mode="RGB")),
         "async_process": True}), headers=headers)).json()
-    assert (await result_image(client, await wait_for(client, extension["job_id"]))).size == (64 + 2 * 19, 80)
-    assert (await result_image(client, await wait_for(client, inpaint["job_id"]))).size == (72, 64)
+    assert (await result_image(client, await wait_for_job(client, extension["job_id"]))).size == (64 + 2 * 19, 80)
+    assert (await result_image(client, await wait_for_job(client, inpaint["job_id"]))).size == (72, 64)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -222,5 +203,5 @@ async def test_v1_requires_the_image_and_old_paths_answer(server):
     old = await client.post("/v2/generation/image-inpait-outpaint",
                             data=json.dumps({"input_image": "", "aspect_ratios_selection": "64*64",
                                              "advanced_params": {"overwrite_step": 1}, "async_process": True}))
-    job = await wait_for(client, (await old.json())["job_id"])
+    job = await wait_for_job(client, (await old.json())["job_id"])
     assert job["job_stage"] == "SUCCESS" and job["job_type"] == JOB_TYPE  # empty image: text-to-image

@@ -7,11 +7,9 @@ server started with `--preset lightning` (4 steps, CFG 1); the size rules are al
 the network level.
 """
 import asyncio
-import base64
 import io
 import json
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -32,6 +30,8 @@ from server.fooocus.requests import UpscaleVaryRequestV2
 from server.fooocus.setup import attach_fooocus_api
 from server.fooocus.validation import validate_request
 from server.serve import make_model_manager
+
+from fooocus_client import b64, start_fooocus_server, wait_for_job
 
 V1 = "/v1/generation/image-upscale-vary"
 V2 = "/v2/generation/image-upscale-vary"
@@ -56,10 +56,6 @@ def jpeg_bytes(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def make_app(demo_models_dir, tmp_path, **overrides):
     config = AppConfig(models_dir=demo_models_dir, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
                        temp_dir=tmp_path / "temp", custom_nodes_dir=None, cpu=True, **overrides)
@@ -68,27 +64,15 @@ def make_app(demo_models_dir, tmp_path, **overrides):
 
 
 @pytest.fixture
-async def server(aiohttp_client, demo_models_dir, tmp_path):
+async def server(aiohttp_client, demo_app_factory):
     async def start(**overrides):
-        app, api = make_app(demo_models_dir, tmp_path, **overrides)
-        client = await aiohttp_client(app.make_web_app())
-        return client, app, api
+        return await start_fooocus_server(aiohttp_client, demo_app_factory, **overrides)
     return start
 
 
 async def post_json(client, path, body):
     """As the document's v2 example: JSON text with a Content-Type header."""
     return await client.post(path, data=json.dumps(body), headers={"Content-Type": "application/json"})
-
-
-async def wait_for(client, job_id: str, timeout: float = 800.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = await (await client.get("/v1/generation/query-job", params={"job_id": job_id})).json()
-        if body["job_stage"] in ("SUCCESS", "ERROR"):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def image_of(client, item: dict) -> Image.Image:
@@ -263,7 +247,7 @@ async def test_missing_upscaler_is_a_job_error_naming_file_and_folder(aiohttp_cl
     client = await aiohttp_client(app.make_web_app())
     response = await post_json(client, V2, {"input_image": b64(png_bytes(64, 64)), "uov_method": "Upscale (2x)",
                                             "async_process": True})
-    job = await wait_for(client, (await response.json())["job_id"])
+    job = await wait_for_job(client, (await response.json())["job_id"])
     assert job["job_stage"] == "ERROR"
     assert "fooocus_upscaler_s409985e5.bin" in job["job_status"] and "upscale_models" in job["job_status"]
     assert (await client.get("/ping")).status == 200
@@ -284,7 +268,7 @@ async def test_document_v1_example_as_written(server):
     assert response.status == 200, await response.text()
     submitted = await response.json()
     assert submitted["job_type"] == "Image Upscale or Variation" and submitted["job_stage"] == "WAITING"
-    job = await wait_for(client, submitted["job_id"])
+    job = await wait_for_job(client, submitted["job_id"])
     assert job["job_stage"] == "SUCCESS", job
     image = await image_of(client, job["job_result"][0])
     target = upscale_target(48, 40, 2.0)
@@ -299,7 +283,7 @@ async def test_document_v2_example_as_written(server):
     params = {"uov_method": "Upscale (2x)", "async_process": True, "input_image": b64(jpeg_bytes(40, 48))}
     response = await post_json(client, V2, params)
     assert response.status == 200, await response.text()
-    job = await wait_for(client, (await response.json())["job_id"])
+    job = await wait_for_job(client, (await response.json())["job_id"])
     assert job["job_stage"] == "SUCCESS", job
     assert (await image_of(client, job["job_result"][0])).size[0] % 8 == 0
 
@@ -320,7 +304,7 @@ async def test_vary_subtle_sync_and_strong_async(server):
                        "advanced_params": json.dumps(FAST_STEPS)}.items():
         form.add_field(key, value)
     form.add_field("input_image", png_bytes(64, 96, mode="RGBA"), filename="x.png")
-    job = await wait_for(client, (await (await client.post(V1, data=form)).json())["job_id"])
+    job = await wait_for_job(client, (await (await client.post(V1, data=form)).json())["job_id"])
     assert job["job_stage"] == "SUCCESS", job
     assert (await image_of(client, job["job_result"][0])).size == (832, 1216)
 
@@ -336,7 +320,7 @@ async def test_upscale_15x_and_custom_end_in_success_at_their_sizes(server):
         body = {"uov_method": method, "input_image": b64(png_bytes(*size)), "advanced_params": FAST_STEPS,
                 "async_process": True, **extra}
         jobs.append((await (await post_json(client, V2, body)).json())["job_id"])
-    sizes = [(await image_of(client, (await wait_for(client, job))["job_result"][0])).size for job in jobs]
+    sizes = [(await image_of(client, (await wait_for_job(client, job))["job_result"][0])).size for job in jobs]
     assert sizes == [(1216, 832), (1200, 896)]
 
 
@@ -500,7 +484,7 @@ async def test_deleting_a_job_deletes_its_stored_input(server):
     response = await post_json(client, V2, {"uov_method": "Upscale (Fast 2x)", "input_image": b64(png_bytes(32, 32)),
                                             "async_process": True})
     job_id = (await response.json())["job_id"]
-    assert (await wait_for(client, job_id))["job_stage"] == "SUCCESS"
+    assert (await wait_for_job(client, job_id))["job_stage"] == "SUCCESS"
     record = api.store.get(job_id)
     stored = app.config.input_dir / record.params["input_image"]
     assert stored.is_file() and record.params["input_image"].startswith("fooocus/")
