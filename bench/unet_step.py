@@ -10,6 +10,7 @@ single-file conversion of the same file.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -29,9 +30,9 @@ from models.unet import UNetConfig  # noqa: E402
 from oracle_diffusers import diffusers_unet_from_single_file, sdxl_adm_vector  # noqa: E402
 
 
-def _alternating_medians(fns, warmup: int, iters: int, sync) -> list[float]:
-    """Median ms of each function, timed in alternation so that load from other processes
-    (this may be a shared machine) hits both sides alike."""
+def _alternating_times(fns, warmup: int, iters: int, sync) -> list[list[float]]:
+    """Milliseconds of each call of each function, timed in alternation so that load from other
+    processes (this may be a shared machine) hits both sides alike."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -43,7 +44,12 @@ def _alternating_medians(fns, warmup: int, iters: int, sync) -> list[float]:
             fn()
             sync()
             record.append((time.perf_counter() - start) * 1000)
-    return [statistics.median(record) for record in times]
+    return times
+
+
+def _alternating_medians(fns, warmup: int, iters: int, sync) -> list[float]:
+    """Median ms of each function (see _alternating_times)."""
+    return [statistics.median(record) for record in _alternating_times(fns, warmup, iters, sync)]
 
 
 def _spec(full: bool):
@@ -64,7 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     use_cuda = args.cuda and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     dtype = torch.float16 if use_cuda else torch.float32
@@ -86,17 +95,24 @@ def main() -> None:
     added = {"text_embeds": pooled, "time_ids": time_ids}
     sync = torch.cuda.synchronize if use_cuda else (lambda: None)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with torch.inference_mode():
         diff = (ours(x, t, context, y) - theirs(x, t, context, added_cond_kwargs=added).sample).abs().max()
-        ours_ms, theirs_ms = _alternating_medians(
+        ours_times, theirs_times = _alternating_times(
             [lambda: ours(x, t, context, y), lambda: theirs(x, t, context, added_cond_kwargs=added)],
             warmup=2, iters=args.iters, sync=sync)
+    ours_ms, theirs_ms = statistics.median(ours_times), statistics.median(theirs_times)
+    # each call against the other side's call right after it: steadier than the medians' ratio
+    # when other processes come and go
+    paired = statistics.median(a / b for a, b in zip(ours_times, theirs_times))
 
     where = torch.cuda.get_device_name() if use_cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {where}; torch {torch.__version__}; dtype {dtype}; batch {batch}; latents {size}x{size}")
     print(f"config: {spec.unet}")
     print(f"max |ours - diffusers| = {float(diff):.3g}")
-    print(f"ours {ours_ms:.1f} ms, diffusers {theirs_ms:.1f} ms, ratio ours/diffusers = {ours_ms / theirs_ms:.3f}")
+    print(f"load average before/after: {load:.2f} / {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "")
+    print(f"ours {ours_ms:.1f} ms, diffusers {theirs_ms:.1f} ms, ratio ours/diffusers = {ours_ms / theirs_ms:.3f} "
+          f"(median of paired ratios {paired:.3f})")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def test_history_entries_are_stored_compressed_and_served_as_json():
         expected = json.loads(json.dumps(entries[prompt_id], default=repr))  # what JSON can hold; repr otherwise
         assert history.get(prompt_id) == expected
         assert expected["outputs"]["save"]["odd"] == ["(1+2j)"]
-        assert len(history._entries[prompt_id]) * 2 < len(json.dumps(expected, separators=(",", ":")))
+        # against the preset dictionary of our workflows an entry takes a fraction of its JSON
+        assert len(history._entries[prompt_id]) * 5 < len(json.dumps(expected, separators=(",", ":")))
     assert json.loads(history.json()) == history.entries() and list(history.entries()) == ["null", 'a "quoted" id']
     assert list(json.loads(history.json(max_items=1))) == ['a "quoted" id']
     history.delete(["null"])
