@@ -142,7 +142,11 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
             kwargs["control"] = (control, sigma)
         return denoiser(x, sigma, **kwargs)
 
-    return CFGDenoiser(with_sigma_for_control, pos, neg, guidance.cfg, guidance.combine)
+    # a MODEL patched with its own CFG rule (RescaleCFG) replaces standard CFG only, as ComfyUI's
+    # sampler_cfg_function does; Fooocus' guidance keeps its own rule
+    combine = model.cfg_combine if model.cfg_combine is not None and guidance.combine is standard_cfg \
+        else guidance.combine
+    return CFGDenoiser(with_sigma_for_control, pos, neg, guidance.cfg, combine)
 
 
 def _on_device(kwargs: dict, device) -> dict:

@@ -25,6 +25,8 @@ class ModelSocket:
     output_block_patches: tuple = ()  # FreeU and the like: (h, skip, index) -> (h, skip)
     input_block_patches: tuple = ()  # the Fooocus inpaint head and the like: (h, index) -> h
     attn2_kv_patches: tuple = ()  # IP-Adapter image prompts: (k, v, location, options) -> (k, v)
+    sampling_override: Any = None  # ModelSamplingDiscrete: a ModelSampling replacing the checkpoint's own
+    cfg_combine: Any = None  # RescaleCFG and the like: replaces standard CFG's combine rule
 
     def with_changes(self, **changes) -> "ModelSocket":
         return replace(self, **changes)
@@ -35,6 +37,8 @@ class ModelSocket:
 
     def model_sampling(self) -> ModelSampling:
         """The sigma schedule and output parameterisation the checkpoint was trained with."""
+        if self.sampling_override is not None:
+            return self.sampling_override
         info = self.info
         if info.prediction == "edm":  # Playground 2.5
             return ContinuousEDMModelSampling(info.sigma_min or 0.002, info.sigma_max or 80.0, 0.5, "edm")
