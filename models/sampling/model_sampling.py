@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-PREDICTIONS = ("eps", "v", "edm", "lcm")
+PREDICTIONS = ("eps", "v", "edm", "lcm", "x0")
 
 
 def scaled_linear_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -131,6 +131,8 @@ class ModelSampling:
         sigma = _as_batch(sigma, model_output)
         if self.prediction == "eps":
             return x - model_output * sigma
+        if self.prediction == "x0":  # the network predicts the clean latent itself (ComfyUI's X0)
+            return model_output
         sd2 = self.sigma_data ** 2
         c_skip = sd2 / (sigma ** 2 + sd2)
         c_out = sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
@@ -203,8 +205,8 @@ class DistilledModelSampling(DiscreteModelSampling):
     `alphas_cumprod` stays the full 1000-entry table (TCD indexes it by timestep).
     """
 
-    def __init__(self, prediction: str = "lcm", original_timesteps: int = 50):
-        super().__init__("eps")
+    def __init__(self, prediction: str = "lcm", original_timesteps: int = 50, zero_terminal_snr: bool = False):
+        super().__init__("eps", zero_terminal_snr=zero_terminal_snr)
         self.skip_steps = self.num_timesteps // original_timesteps
         full = self.sigmas
         picked = torch.arange(original_timesteps) * self.skip_steps + (self.skip_steps - 1)

@@ -32,6 +32,14 @@ def exponential_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.
     return _with_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64).exp())
 
 
+def polyexponential_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """k-diffusion's polyexponential schedule: log sigma from max to min along ramp**rho, where the
+    ramp runs 1 -> 0 (rho 1 is the exponential schedule; larger rho lingers at high noise)."""
+    ramp = torch.linspace(1, 0, steps, dtype=torch.float64) ** rho
+    log_min, log_max = math.log(sigma_min), math.log(sigma_max)
+    return _with_zero((ramp * (log_max - log_min) + log_min).exp())
+
+
 def normal_sigmas(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     """Timesteps evenly spaced from t(sigma_max) to t(sigma_min) mapped to sigmas.
 
@@ -120,12 +128,21 @@ def turbo_sigmas(ms: ModelSampling, steps: int) -> torch.Tensor:
     return _with_zero(ms.sigma(timesteps[:steps]).double())
 
 
+def sd_turbo_sigmas(ms: ModelSampling, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """ComfyUI's SDTurboScheduler: of the timesteps 999, 899, ..., 99, skip the first
+    10 - int(10 * denoise) and take the next `steps` (fewer when they run out), mapped to sigmas."""
+    start = 10 - int(10 * denoise)
+    timesteps = torch.arange(10, 0, -1, dtype=torch.float32) * 100 - 1
+    return _with_zero(ms.sigma(timesteps[start:start + steps]).double())
+
+
 # Align Your Steps (Sabour et al. 2024, NVIDIA) optimised 10-step noise levels.
 AYS_NOISE_LEVELS = {
     "SD1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
             0.9642583904, 0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
     "SDXL": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141,
              0.5550693289, 0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
+    "SVD": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
 }
 
 
