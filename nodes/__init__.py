@@ -28,7 +28,8 @@ BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latent
                                      "nodes.fooocus.nodes", "nodes.fooocus.image_size",
                                      "nodes.describe", "nodes.controlnet", "nodes.fooocus.controlnet",
                                      "nodes.clip_vision", "nodes.fooocus.image_prompt",
-                                     "nodes.custom_sampling", "nodes.guiders", "nodes.model_patches")
+                                     "nodes.custom_sampling", "nodes.guiders", "nodes.model_patches",
+                                     "nodes.conditioning")
 
 
 def register_builtin_nodes(registry) -> None:
