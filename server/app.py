@@ -18,6 +18,7 @@ from nodes.services import Services
 from .comfy_routes import ComfyRoutes
 from .config import AppConfig
 from .events import EventHub
+from .downloads.fetcher import ModelFetcher
 from .folders import ModelFolders
 from .middleware import api_key_middleware, cors_middleware, error_middleware
 from .queue import PromptQueue
@@ -30,7 +31,9 @@ class App:
     def __init__(self, config: AppConfig, *, register_nodes: Callable[[NodeRegistry], None] = register_builtin_nodes,
                  model_manager=None) -> None:
         self.config = config
-        self.folders = ModelFolders(config.models_dir)
+        self.folders = ModelFolders.from_config(config)
+        # first-use model downloads (off unless config.download; tests may swap in their own)
+        self.fetcher = ModelFetcher.from_config(self.folders, config)
         for directory in (config.output_dir, config.input_dir, config.temp_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.registry = NodeRegistry(resolve_folder=self._folder_choices)

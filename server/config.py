@@ -35,6 +35,15 @@ class AppConfig:
     url_fetch_timeout_s: float = 20.0  # total time for fetching one image URL of a request
     database: Path | None = None  # SQLite job store; default <output_dir>/jobs.sqlite3
     demo_models: bool = True  # serve tiny random models when the models folder has no checkpoint
+    # existing installs listed after models_dir (server/model_paths.py): ComfyUI extra_model_paths.yaml
+    # files, Fooocus models folders, ComfyUI models folders
+    extra_model_paths: tuple[Path, ...] = ()
+    fooocus_models: tuple[Path, ...] = ()
+    comfyui_models: tuple[Path, ...] = ()
+    # fetch missing model files (server/downloads/): the command line turns this on, as Fooocus does;
+    # off for an App built in code, so tests and embedders never reach the network unasked
+    download: bool = False
+    download_all: bool = False  # at start, also every capability's files (not only the preset's)
     extra: dict = field(default_factory=dict)
 
     @property

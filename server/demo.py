@@ -130,7 +130,7 @@ DEMO_EXPANSION_WORDS = ("detailed", "sharp", "focus", "cinematic", "light", "bea
 
 
 def ensure_models_or_demo(config: AppConfig) -> None:
-    folders = ModelFolders(config.models_dir)
+    folders = ModelFolders.from_config(config)  # a real checkpoint in another install counts too
     folders.ensure()
     checkpoints = folders.list("checkpoints")
     real = [name for name in checkpoints if not Path(name).name.startswith(DEMO_PREFIX)]

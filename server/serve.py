@@ -13,8 +13,10 @@ log = logging.getLogger(__name__)
 
 
 def build_app(config: AppConfig) -> App:
+    from .downloads.startup import startup_downloads
     from .fooocus.setup import attach_fooocus_api
 
+    startup_downloads(config)  # the preset's files first: a real checkpoint means no demo models
     ensure_models_or_demo(config)
     app = App(config, model_manager=make_model_manager(config))
     attach_fooocus_api(app)

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from graph import Executor, InterruptFlag
+from graph.errors import Interrupted
 from graph.executor import ExecutionOutcome, now_ms
 from nodes.previews import prompt_preview_method
 
@@ -160,7 +161,13 @@ class Worker:
             observer.on_start()
         started = time.perf_counter()
         outcome = ExecutionOutcome("success")
-        for index, run in enumerate(item.runs):
+        runs = item.runs
+        prepare = getattr(observer, "prepare", None)
+        if prepare is not None:
+            runs, failed = self._prepare(item, prepare, sink)
+            if failed is not None:
+                outcome = failed
+        for index, run in enumerate(runs):
             result = self._execute(item, run, sink)
             outcome = result if index == 0 else _merge(outcome, result)
             if observer is not None and hasattr(observer, "on_run_finished"):
@@ -181,6 +188,30 @@ class Worker:
         if time.monotonic() - self._last_gc > 10:
             self._last_gc = time.monotonic()
             gc.collect()
+
+    def _prepare(self, item: QueueItem, prepare, sink: _ItemSink) -> tuple[list, ExecutionOutcome | None]:
+        """The observer's work before the runs (a Fooocus job's model downloads, then its plan):
+        `prepare(sink, cancelled)` returns the runs to execute (None: the queued ones), or raises
+        Interrupted (stopped) or an error that becomes the prompt's error without running it."""
+        try:
+            runs = prepare(sink, lambda: self.interrupt.is_set_for(item.prompt_id))
+        except Interrupted as exc:
+            data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                    "timestamp": now_ms()}
+            sink.send("execution_interrupted", data)
+            log.info("prompt %s stopped before its runs: %s", item.prompt_id, exc)
+            return [], ExecutionOutcome("interrupted", messages=[("execution_interrupted", data)])
+        except Exception as exc:
+            log.warning("prompt %s could not be prepared: %s", item.prompt_id, exc)
+            error = {"prompt_id": item.prompt_id, "exception_message": str(exc), "exception_type": type(exc).__name__,
+                     "traceback": [], "node_id": None, "node_type": None, "executed": [], "current_inputs": {},
+                     "current_outputs": [], "timestamp": now_ms()}
+            sink.send("execution_error", error)
+            return [], ExecutionOutcome("error", error=error, messages=[("execution_error", error)])
+        if runs is None:
+            return item.runs, None
+        item.runs = list(runs)  # the history entry and /queue show the planned graph
+        return item.runs, None
 
     def _execute(self, item: QueueItem, run, sink: _ItemSink) -> ExecutionOutcome:
         try:

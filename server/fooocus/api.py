@@ -84,8 +84,10 @@ class FooocusAPI:
         self.hashes = ModelHashes(Path(config.output_dir) / "model_hashes.json")
         app.services.extras["fooocus_writer"] = FooocusImageWriter(self.outputs, self.hashes, app.folders)
 
-    def list_models(self) -> dict:
+    def list_models(self, refresh: bool = False) -> dict:
         folders = self.app.folders
+        if refresh:  # refresh-models: scan again even where no folder's mtime changed
+            folders.invalidate()
         return {"model_filenames": folders.list("checkpoints"), "lora_filenames": folders.list("loras")}
 
     def _webhook_outcome(self, outcome) -> None:

@@ -108,6 +108,7 @@ class ImagePromptPlanner:
         missing = [f"{name} in {folders.directories(folder)[0]}" for folder, name in sorted(needed)
                    if name not in folders.list(folder)]
         if missing:
+            self.shared.fetch_later(sorted(needed))  # downloads on: the job waits for the files
             raise JobCannotRun("image prompts need " + "; ".join(missing) +
                                " (Fooocus' files are on Hugging Face, lllyasviel/misc)")
 

@@ -103,6 +103,7 @@ class InpaintOutpaintPlanner:
         present = set(self.shared.folders.list(INPAINT_FOLDER))
         missing = [name for name in (HEAD_FILE, patch_file_for(engine)) if name not in present]
         if missing:
+            self.shared.fetch_later([(INPAINT_FOLDER, name) for name in missing])  # downloads on: the job waits
             folder = self.shared.folders.directories(INPAINT_FOLDER)[0]
             raise JobCannotRun(f"the inpaint engine {engine} needs {' and '.join(missing)} in {folder} "
                                "(Fooocus' files are on Hugging Face, lllyasviel/fooocus_inpaint); "

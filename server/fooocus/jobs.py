@@ -15,8 +15,10 @@ from typing import Any, Callable, Protocol
 from nodes.previews import JOB_PREVIEWS_KEY
 from server.jobs import FinishReason, ImageResult, JobRecord, JobStore, WebhookSender
 from server.jobs.record import queue_full_async_response, queue_full_item
+from server.downloads.fetcher import FilesToFetch
 from server.queue import PromptQueue, QueueFull, QueueItem, RunSpec
 
+from .job_downloads import deferred_plan, fetch_then_plan
 from .outputs import OutputStore, png_base64, to_data_url
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,10 @@ class JobPlan:
     seeds: list[int]
     steps_per_run: int
     warnings: list[str] = field(default_factory=list)
+    # model files to fetch before the job can be planned (its runs are a placeholder until then)
+    # and the ModelFetcher that fetches them (server/fooocus/job_downloads.py)
+    downloads: list = field(default_factory=list)
+    fetcher: Any = None
 
 
 class Planner(Protocol):
@@ -68,8 +74,15 @@ class _JobObserver:
 
     def on_start(self) -> None:
         self.record.mark_running()
-        self.record.set_progress(1, self._status(f"Preparing task 1/{len(self.plan.runs)} ..."))
+        first = (f"downloading {len(self.plan.downloads)} model file(s)" if self.plan.downloads
+                 else f"Preparing task 1/{len(self.plan.runs)} ...")
+        self.record.set_progress(1, self._status(first))
         self.jobs.store.update(self.record)
+
+    def prepare(self, sink, cancelled: Callable[[], bool]):
+        """Worker thread, before the runs: a job waiting for model files fetches them (its status
+        shows each file's progress), then is planned; returns its runs (None: nothing to do)."""
+        return fetch_then_plan(self, sink, cancelled) if self.plan.downloads else None
 
     def on_event(self, event: str, data: dict) -> None:
         if event != "progress" or not self.jobs.is_sampler_node(data.get("node")):
@@ -158,6 +171,8 @@ class FooocusJobs:
             record.job_id = job_id
         try:
             plan = self.planner(job_type, params, record.job_id)
+        except FilesToFetch as exc:  # fetched by the worker when the job's turn comes
+            plan = deferred_plan(exc, JobPlan)
         except JobCannotRun as exc:
             record.mark_failed(str(exc))
             record.status = f"Error: {exc}"
@@ -193,6 +208,8 @@ class FooocusJobs:
         for record in result.requeue:
             try:
                 plan = self.planner(record.job_type, record.params, record.job_id)
+            except FilesToFetch as exc:
+                plan = deferred_plan(exc, JobPlan)
             except Exception as exc:
                 record.mark_failed(RESTART_REQUEUE_FAILED.format(exc))
                 record.status = record.error

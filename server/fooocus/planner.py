@@ -54,11 +54,20 @@ class FooocusLibraries:
 
 
 class TextToImagePlanner:
-    def __init__(self, registry: NodeRegistry, folders: ModelFolders, libraries: FooocusLibraries) -> None:
+    def __init__(self, registry: NodeRegistry, folders: ModelFolders, libraries: FooocusLibraries,
+                 fetcher=None) -> None:
         self.registry = registry
         self.folders = folders
         self.libraries = libraries
+        self.fetcher = fetcher  # server.downloads.ModelFetcher: first-use downloads (None: never)
         self.workflow = Workflow.load("text_to_image")
+
+    def fetch_later(self, needed) -> None:
+        """At a capability's file check, with its missing (folder, name) pairs: raises FilesToFetch
+        when downloads can supply them all (the job then waits for them on the worker); returns
+        when they cannot, and the caller fails the job naming the files."""
+        if self.fetcher is not None:
+            self.fetcher.fetch_later(needed)
 
     # --- request -> stored parameters ---------------------------------------------------------
     def request_params(self, parsed: BaseModel, exclude=()) -> dict:

@@ -196,6 +196,8 @@ class FooocusRoutes:
 
     # --- engines and files --------------------------------------------------------------------
     async def all_models(self, request: web.Request) -> web.Response:
+        if request.method == "POST":  # POST /v1/engines/refresh-models
+            return web.json_response(self.list_models(refresh=True))
         return web.json_response(self.list_models())
 
     async def styles(self, request: web.Request) -> web.Response:

@@ -45,7 +45,8 @@ def attach_fooocus_api(app, **webhook_options) -> FooocusAPI:
     preset = startup_preset(presets, config.preset, default_model=config.default_model,
                             available_checkpoints=folders.list("checkpoints"))
     log.info("Fooocus preset %s: base model %s", preset.name, preset.base_model)
-    planner = TextToImagePlanner(app.registry, folders, FooocusLibraries(styles, wildcards, preset))
+    planner = TextToImagePlanner(app.registry, folders, FooocusLibraries(styles, wildcards, preset),
+                                 fetcher=app.fetcher)
     inputs = InputImageStore(config.input_dir)
     inpaint, image_prompts = InpaintOutpaintPlanner(planner, inputs), ImagePromptPlanner(planner)
     planners = JobTypePlanner(planner, {JobType.TEXT_TO_IMAGE.value: image_prompts,

@@ -84,6 +84,7 @@ class UpscaleVaryPlanner:
 
     def _require_upscaler(self) -> None:
         if self.upscaler_name not in self.shared.folders.list(UPSCALER_FOLDER):
+            self.shared.fetch_later([(UPSCALER_FOLDER, self.upscaler_name)])  # downloads on: the job waits for it
             folder = self.shared.folders.directories(UPSCALER_FOLDER)[0]
             raise JobCannotRun(f"the upscaler model {self.upscaler_name} is missing: put it into {folder} "
                                "(Fooocus' file is on Hugging Face, lllyasviel/misc)")
@@ -127,4 +128,3 @@ class UpscaleVaryPlanner:
     def _is_sd15(self, checkpoint: str) -> bool:
         keys = checkpoint_keys(self.shared.folders.path("checkpoints", checkpoint))
         return any(key.startswith(SD15_TEXT_ENCODER_PREFIX) for key in keys)
-
