@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--temp-dir", type=Path, default=Path("temp"), help="previews (default ./temp)")
     paths.add_argument("--custom-nodes-dir", type=Path, default=Path("custom_nodes"),
                        help="folder of custom node packs loaded at start (default ./custom_nodes)")
+    paths.add_argument("--allow-custom-node-installs", action="store_true",
+                       help="let custom node packs run pip/uv/conda installs (refused by default)")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--cache", default="classic", metavar="classic|lru:N",
                         help="node output cache: 'classic' keeps what the current workflow can reuse; "
@@ -82,6 +84,7 @@ def config_from_args(args: argparse.Namespace):
     return AppConfig(host=args.host, port=args.port, base_url=args.base_url, models_dir=args.models_dir,
                      output_dir=args.output_dir, input_dir=args.input_dir, temp_dir=args.temp_dir,
                      custom_nodes_dir=args.custom_nodes_dir, cache=args.cache, cpu=args.cpu,
+                     allow_custom_node_installs=args.allow_custom_node_installs,
                      precision=args.precision, log_level=args.log_level, max_upload_size_mb=args.max_upload_size,
                      preview_size=args.preview_size, preview_method=args.preview_method,
                      max_history=args.max_history, preset=args.preset, default_model=args.default_model,

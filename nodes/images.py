@@ -164,6 +164,8 @@ class LoadImage:
 
 class ImageScale:
     CATEGORY = "image/upscaling"
+    upscale_methods = UPSCALE_METHODS  # ComfyUI's class attribute, read by custom-node packs
+    crop_methods = ["disabled", "center"]
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"
 

@@ -125,6 +125,8 @@ def total_pixels_size(width: int, height: int, megapixels: float, steps: int = 1
 
 class LatentUpscale:
     CATEGORY = "latent"
+    upscale_methods = LATENT_METHODS  # ComfyUI's class attributes, read by custom-node packs
+    crop_methods = CROP_METHODS
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "upscale"
 

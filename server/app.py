@@ -38,8 +38,6 @@ class App:
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.registry = NodeRegistry(resolve_folder=self._folder_choices)
         register_nodes(self.registry)
-        if config.custom_nodes_dir is not None:
-            self.registry.load_custom_nodes(config.custom_nodes_dir)
         self.services = Services(folders=self.folders, output_dir=Path(config.output_dir),
                                  input_dir=Path(config.input_dir), temp_dir=Path(config.temp_dir),
                                  models=model_manager, options=config)
@@ -51,6 +49,15 @@ class App:
         self.worker = Worker(self.queue, self.executor, self.hub, self.interrupt, free_models,
                              preview_method=config.preview_method)
         self.extensions: list = []  # route packs (the Fooocus API) added by the caller
+        # custom node packs' WEB_DIRECTORY folders by pack name: listed by /extensions
+        self.web_directories: dict[str, Path] = {}
+        # ComfyUI custom-node packs (comfy_compat): the PromptServer they see, their prompt hooks
+        self.prompt_handlers: list[Callable[[dict], dict]] = []
+        self.prompt_server = None
+        self._web_app: web.Application | None = None
+        if config.custom_nodes_dir is not None:  # last: packs may use every service at import
+            from comfy_compat.loader import load_custom_nodes
+            load_custom_nodes(self, config.custom_nodes_dir)
 
     def _folder_choices(self, folder: str) -> list[str]:
         """COMBO choices backed by a folder: a model folder, or `__input__` (uploaded images)."""
@@ -106,12 +113,21 @@ class App:
                  "torch_vram_total": 0, "torch_vram_free": 0}]
 
     # --- the aiohttp application --------------------------------------------------------------
+    def web_application(self) -> web.Application:
+        """The aiohttp application the next make_web_app fills: ComfyUI packs may reach it
+        (PromptServer.instance.app) while they import, before any route exists."""
+        if self._web_app is None:
+            middlewares = [cors_middleware, error_middleware]
+            if self.config.apikey:
+                middlewares.insert(1, api_key_middleware(self.config.apikey))
+            self._web_app = web.Application(client_max_size=int(self.config.max_upload_size_mb * 1024 * 1024),
+                                            middlewares=middlewares)
+        return self._web_app
+
     def make_web_app(self) -> web.Application:
-        middlewares = [cors_middleware, error_middleware]
-        if self.config.apikey:
-            middlewares.insert(1, api_key_middleware(self.config.apikey))
-        web_app = web.Application(client_max_size=int(self.config.max_upload_size_mb * 1024 * 1024),
-                                  middlewares=middlewares)
+        if self._web_app is not None and APP_KEY in self._web_app:
+            self._web_app = None  # made once already: each call builds a fresh application
+        web_app = self.web_application()
         web_app[APP_KEY] = self
         comfy = ComfyRoutes(self)
         for method, path, handler in comfy.routes():
@@ -124,6 +140,9 @@ class App:
         web_app.on_cleanup.append(self._on_cleanup)
         for extension in self.extensions:
             extension.install(web_app)
+        if self.prompt_server is not None:  # custom-node routes and web folders, before the frontend's "/"
+            from comfy_compat.prompt_server import install
+            install(self, web_app)
         return web_app
 
     async def _on_startup(self, web_app: web.Application) -> None:
@@ -133,6 +152,9 @@ class App:
     async def _on_cleanup(self, web_app: web.Application) -> None:
         self.worker.stop()
         await self.hub.stop()
+        if self.prompt_server is not None:
+            import comfy_compat
+            comfy_compat.unbind(self)
 
 
 APP_KEY = web.AppKey("app", App)

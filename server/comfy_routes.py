@@ -94,6 +94,11 @@ class ComfyRoutes:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object with a 'prompt' field")
+        for handler in self.app.prompt_handlers:  # ComfyUI packs' PromptServer.add_on_prompt_handler
+            try:
+                body = handler(body)
+            except Exception:  # a pack's hook failing must not refuse the prompt (ComfyUI logs it too)
+                log.exception("on-prompt handler %r failed", handler)
         if "prompt" not in body:
             raise BadRequest("no prompt provided", kind="no_prompt")
         prompt = body["prompt"]
@@ -297,6 +302,10 @@ class ComfyRoutes:
                        "required_frontend_version": None, "installed_templates_version": None,
                        "required_templates_version": None},
             "devices": self.app.devices(),
+            # ours: custom node packs loaded (import seconds) and failed (error, file; traceback in the log)
+            "custom_nodes": {"loaded": dict(self.app.registry.loaded_packs),
+                             "failed": {pack: {"error": e["error"], "path": e["path"]}
+                                        for pack, e in self.app.registry.pack_errors.items()}},
         })
 
     async def features(self, request: web.Request) -> web.Response:

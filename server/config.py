@@ -15,6 +15,8 @@ class AppConfig:
     input_dir: Path = Path("input")
     temp_dir: Path = Path("temp")
     custom_nodes_dir: Path | None = Path("custom_nodes")
+    # custom-node packs may run package installs (pip, uv, conda); refused by default (comfy_compat/install_guard.py)
+    allow_custom_node_installs: bool = False
     cache: str = "classic"  # "classic" or "lru:N"
     cpu: bool = False
     precision: str = "auto"  # auto | fp32 | fp16 | bf16

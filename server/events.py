@@ -87,6 +87,11 @@ class EventHub:
                 "real_node_id": node_id, "image_type": "image/png" if fmt == FORMAT_PNG else "image/jpeg"}
         self._put(("image", (fmt, payload, meta), sid))
 
+    def publish_bytes(self, payload: bytes, sid: str | None = None) -> None:
+        """Queue a raw binary frame (ComfyUI packs' binary events, e.g. progress text)."""
+        if self.has_listener(sid):
+            self._put(("bytes", payload, sid))
+
     def _put(self, message) -> None:
         if self._loop is None or self._queue is None:
             return
@@ -119,6 +124,8 @@ class EventHub:
                 try:
                     if kind == "json":
                         await ws.send_str(json.dumps(payload))
+                    elif kind == "bytes":
+                        await ws.send_bytes(payload)
                     else:
                         await ws.send_bytes(self._image_frame(payload, target))
                 except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
