@@ -29,7 +29,8 @@ BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latent
                                      "nodes.describe", "nodes.controlnet", "nodes.fooocus.controlnet",
                                      "nodes.clip_vision", "nodes.fooocus.image_prompt",
                                      "nodes.custom_sampling", "nodes.guiders", "nodes.model_patches",
-                                     "nodes.conditioning", "nodes.latent_ops", "nodes.loaders_extra")
+                                     "nodes.conditioning", "nodes.latent_ops", "nodes.loaders_extra",
+                                     "nodes.face_detection")
 
 
 def register_builtin_nodes(registry) -> None:
