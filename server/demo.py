@@ -54,6 +54,7 @@ def _demo_writers():
         ("describe models", _describe_models_present, _write_describe_models),
         ("control models", _control_models_present, _write_control_models),
         ("image prompt models", _image_prompt_present, _write_image_prompt),
+        ("face detector", _face_detector_present, _write_face_detector),
     ]
 
 
@@ -68,6 +69,19 @@ def _write_image_prompt(directory: Path):
     from models.tiny_ip_adapter import write_demo_image_prompt_models
 
     return write_demo_image_prompt_models(directory)
+
+
+def _face_detector_present(directory: Path) -> bool:
+    from models.tiny_face_detector import DEMO_FILE
+
+    return (directory / "controlnet" / DEMO_FILE).exists()
+
+
+def _write_face_detector(directory: Path):
+    """Tiny RetinaFace (FaceSwap's crop) under the real detection_Resnet50_Final.pth name."""
+    from models.tiny_face_detector import write_demo_face_detector
+
+    return write_demo_face_detector(directory)
 
 
 def _control_models_present(directory: Path) -> bool:
