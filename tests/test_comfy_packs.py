@@ -1,0 +1,280 @@
+"""ComfyUI custom-node packs written against ComfyUI's modules load and run in a real server.
+
+The packs in fixtures/custom_nodes are ours (no third-party code), each using the ComfyUI module
+surface the way real packs do: V1 (with a sub-folder without __init__.py), V3 (comfy_api.latest,
+async execute), routes + WEB_DIRECTORY, send_sync progress, a missing dependency, and a
+pip install at import.
+"""
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import comfy_compat
+from comfy_compat.install_guard import InstallRefused, installs_packages
+from server.app import App
+from server.config import AppConfig
+from waiting import DEADLINE_S, HOLD_DELAY, HOLD_STEPS, is_event, until, until_message
+
+PACKS = Path(__file__).parent / "fixtures" / "custom_nodes"
+V1_CLASSES = ("V1FolderReport", "V1DeviceReport", "V1ScaleWithUtils", "V1MaskFromImage", "V1LatentViaNodes",
+              "V1CountWithProgress", "V1WaitForInterrupt")
+ALL_CLASSES = V1_CLASSES + ("V3Brighten", "V3AsyncLabel", "RouteGreetings", "SignalProgress")
+
+
+@pytest.fixture
+def pack_app_factory(tmp_path):
+    """An App with the real built-in nodes and our fixture packs; a ComfyUI models folder as an
+    extra root, so folder_paths must answer across roots."""
+    models, comfy_models = tmp_path / "models", tmp_path / "comfyui" / "models"
+    (models / "checkpoints" / "base").mkdir(parents=True)
+    (models / "checkpoints" / "base" / "tiny.safetensors").write_bytes(b"0")
+    (comfy_models / "loras").mkdir(parents=True)
+    (comfy_models / "loras" / "extra_lora.safetensors").write_bytes(b"0")
+
+    def build(**overrides) -> App:
+        options = {"custom_nodes_dir": PACKS, **overrides}
+        config = AppConfig(models_dir=models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
+                           temp_dir=tmp_path / "temp", cpu=True, comfyui_models=(comfy_models,), **options)
+        return App(config)
+
+    yield build
+    if comfy_compat.is_bound():  # Apps never served are never shut down: leave no binding to later tests
+        comfy_compat.unbind(comfy_compat.bound().app)
+
+
+@pytest.fixture
+async def served(aiohttp_client, pack_app_factory):
+    app = pack_app_factory()
+    client = await aiohttp_client(app.make_web_app())
+    return app, client
+
+
+async def run_prompt(client, prompt, client_id=None):
+    body = {"prompt": prompt, **({"client_id": client_id} if client_id else {})}
+    response = await client.post("/prompt", json=body)
+    assert response.status == 200, await response.text()
+    prompt_id = (await response.json())["prompt_id"]
+
+    async def finished():
+        history = await (await client.get(f"/history/{prompt_id}")).json()
+        return history.get(prompt_id)
+    return prompt_id, await until(finished, what=f"prompt {prompt_id} in /history")
+
+
+def workflow():
+    """Every fixture class in one workflow: V1 nodes feed V3 nodes and back."""
+    return {
+        "latent": {"class_type": "V1LatentViaNodes", "inputs": {"width": 32, "height": 24}},
+        "scale": {"class_type": "V1ScaleWithUtils",
+                  "inputs": {"image": ["latent", 1], "upscale_method": "bicubic", "width": 16, "height": 12}},
+        "mask": {"class_type": "V1MaskFromImage", "inputs": {"image": ["scale", 0]}},
+        "bright": {"class_type": "V3Brighten",
+                   "inputs": {"image": ["scale", 0], "amount": 0.5, "clamp": "yes", "mask": ["mask", 0]}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["bright", 0]}},
+        "count": {"class_type": "V1CountWithProgress", "inputs": {"steps": 3}},
+        "label": {"class_type": "V3AsyncLabel", "inputs": {"text": "w", "width": ["bright", 1]}},
+        "label_count": {"class_type": "V3AsyncLabel", "inputs": {"text": "count", "width": ["count", 0]}},
+        "signal": {"class_type": "SignalProgress", "inputs": {"count": 2}},
+        "label_signal": {"class_type": "V3AsyncLabel", "inputs": {"text": "signal", "width": ["signal", 0]}},
+        "folders": {"class_type": "V1FolderReport", "inputs": {"ckpt_name": "base/tiny.safetensors",
+                                                                "prefix": "packs/report"}},
+        "devices": {"class_type": "V1DeviceReport", "inputs": {"sampler": "euler", "scheduler": "karras"}},
+        "greetings": {"class_type": "RouteGreetings", "inputs": {"separator": "+"}},
+    }
+
+
+async def test_every_class_in_object_info_and_failed_packs_reported(served):
+    app, client = served
+    info = await (await client.get("/object_info")).json()
+    assert set(ALL_CLASSES) <= set(info)
+    report = info["V1FolderReport"]
+    assert report["input"]["required"]["ckpt_name"] == [["base/tiny.safetensors"]]
+    assert report["display_name"] == "Folder report (v1_utils)" and report["output_node"] is True
+    assert report["python_module"] == "custom_nodes.v1_utils"
+    scale = info["V1ScaleWithUtils"]["input"]["required"]
+    assert scale["upscale_method"] == [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]]
+    assert scale["width"] == ["INT", {"default": 64, "min": 1, "max": 16384}]
+    assert info["V1DeviceReport"]["input"]["required"]["sampler"][0][:2] == ["euler", "euler_ancestral"]
+    bright = info["V3Brighten"]
+    assert bright["input"] == {"required": {"image": ["IMAGE"],
+                                            "amount": ["FLOAT", {"default": 0.1, "min": -1.0, "max": 1.0,
+                                                                 "step": 0.05, "display": "slider"}],
+                                            "clamp": [["yes", "no"], {"default": "yes"}]},
+                               "optional": {"mask": ["MASK"]}}
+    assert bright["output"] == ["IMAGE", "INT"] and bright["output_name"] == ["brightened", "width"]
+    assert bright["display_name"] == "Brighten (V3)" and bright["category"] == "v3_pack"
+    assert bright["description"] == "Adds an amount to every pixel." and bright["output_tooltips"] == ["", "pixels"]
+    label = info["V3AsyncLabel"]
+    assert label["output_node"] is True and set(label["input"]["hidden"].values()) == {"UNIQUE_ID", "PROMPT"}
+    assert label["input"]["required"]["text"] == ["STRING", {"multiline": True, "default": "hello"}]
+    assert info["SignalProgress"]["display_name"] == "Signal progress"
+    assert info["SignalProgress"]["python_module"] == "custom_nodes.signal_pack"
+
+    stats = (await (await client.get("/system_stats")).json())["custom_nodes"]
+    assert set(stats["loaded"]) == {"v1_utils", "v3_pack", "route_pack", "signal_pack"}
+    failed = stats["failed"]
+    assert set(failed) == {"broken_import", "installs_at_import"}
+    assert "a_module_nobody_installed" in failed["broken_import"]["error"]
+    assert failed["broken_import"]["path"].endswith("broken_import.py")
+    assert failed["installs_at_import"]["error"].startswith("InstallRefused")
+    assert "--allow-custom-node-installs" in failed["installs_at_import"]["error"]
+    assert "Traceback" in app.registry.pack_errors["broken_import"]["traceback"]
+
+
+async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(served):
+    app, client = served
+    assert (await client.post("/route_pack/greet", json={"name": "ada"})).status == 200
+    prompt_id, entry = await run_prompt(client, workflow())
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    outputs = entry["outputs"]
+    assert outputs["label"]["text"] == [f"w:16:label:{len(workflow())}"]  # V3 width output, hidden values
+    assert outputs["label_count"]["text"][0].startswith("count:3:")
+    assert outputs["label_signal"]["text"][0].startswith("signal:2:")
+    assert outputs["greetings"]["text"] == ["ada"]
+    assert outputs["preview"]["images"][0]["type"] == "temp"
+
+    folders = json.loads(outputs["folders"]["text"][0])
+    ours = app.folders
+    assert folders["checkpoints"] == ours.list("checkpoints") == ["base/tiny.safetensors"]
+    assert folders["loras_paths"] == [str(p) for p in ours.directories("loras")]
+    assert any("comfyui" in p for p in folders["loras_paths"])  # the extra root is followed
+    assert folders["ckpt_path"] == str(ours.path("checkpoints", "base/tiny.safetensors"))
+    assert folders["missing_path"] is None
+    assert folders["models_dir"] == str(ours.root.resolve())
+    assert folders["base_path"] == str(PACKS.resolve().parent)
+    config = app.config
+    assert folders["output"] == folders["output_directory"] == str(config.output_dir.resolve())
+    assert folders["input"] == folders["input_directory"] == str(config.input_dir.resolve())
+    assert folders["temp"] == str(config.temp_dir.resolve())
+    assert folders["annotated"] == str(config.output_dir.resolve() / "cat.png")
+    assert folders["annotated_default"] == str(config.input_dir.resolve() / "cat.png")
+    assert folders["save_path"] == [str(config.output_dir.resolve() / "packs"), "report", 1, "packs"]
+    assert folders["table_checkpoints"] == [str(p) for p in ours.directories("checkpoints")]
+    assert folders["pack_folder"] == [str(ours.root.resolve() / "v1_utils_models")] and folders["in_table"]
+
+    devices = json.loads(outputs["devices"]["text"][0])
+    assert devices["device"] == devices["intermediate"] == devices["offload"] == "cpu"
+    assert devices["interrupted"] is False and devices["sampler"] == "euler" and devices["scheduler"] == "karras"
+    assert devices["renamed"] == ["other", "unet.a", "unet.b"] and devices["noise_repeatable"]
+    assert devices["pillow_size"] == [4, 4] and devices["cond_strength"] == 0.5
+    assert devices["vae_type"] == "VaeSocket" and devices["validates"] is True
+
+    import folder_paths  # the same answers in-process, outside any node
+    assert folder_paths.get_filename_list("loras") == ours.list("loras") == ["extra_lora.safetensors"]
+    assert folder_paths.get_full_path("loras", "extra_lora.safetensors") == str(ours.path("loras", "extra_lora.safetensors"))
+    assert folder_paths.get_folder_paths("clip") == [str(p) for p in ours.directories("text_encoders")]
+
+
+async def test_progress_bar_and_send_sync_reach_the_websocket(served):
+    app, client = served
+    client_id = uuid.uuid4().hex
+    ws = await client.ws_connect(f"/ws?clientId={client_id}")
+    prompt = {"count": {"class_type": "V1CountWithProgress", "inputs": {"steps": 3}},
+              "signal": {"class_type": "SignalProgress", "inputs": {"count": 2}},
+              "a": {"class_type": "V3AsyncLabel", "inputs": {"text": "a", "width": ["count", 0]}},
+              "b": {"class_type": "V3AsyncLabel", "inputs": {"text": "b", "width": ["signal", 0]}}}
+    response = await client.post("/prompt", json={"prompt": prompt, "client_id": client_id})
+    prompt_id = (await response.json())["prompt_id"]
+    seen, texts = [], []
+
+    async def read():
+        async for message in ws:
+            if message.type.name == "BINARY":
+                texts.append(message.data)
+                continue
+            data = json.loads(message.data)
+            seen.append(data)
+            if is_event("executing", prompt_id, node=None)(data):
+                return
+    await asyncio.wait_for(read(), DEADLINE_S)
+    progress = [(m["data"]["value"], m["data"]["max"]) for m in seen
+                if m["type"] == "progress" and m["data"]["node"] == "count"]
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    signals = [m["data"] for m in seen if m["type"] == "signal_pack.progress"]
+    assert signals == [{"node": "signal", "value": 1, "max": 2}, {"node": "signal", "value": 2, "max": 2}]
+    # send_progress_text: ComfyUI's binary TEXT frame (event 3, node id length, node id, text)
+    assert b"\x00\x00\x00\x03\x00\x00\x00\x06signaldone 2" in texts
+    await ws.close()
+
+
+async def test_interrupt_ends_a_pack_node_that_checks_for_it(served):
+    app, client = served
+    client_id = uuid.uuid4().hex
+    ws = await client.ws_connect(f"/ws?clientId={client_id}")
+    prompt = {"wait": {"class_type": "V1WaitForInterrupt", "inputs": {"slices": HOLD_STEPS, "slice_seconds": HOLD_DELAY}},
+              "out": {"class_type": "V3AsyncLabel", "inputs": {"text": "x", "width": ["wait", 0]}}}
+    response = await client.post("/prompt", json={"prompt": prompt, "client_id": client_id})
+    prompt_id = (await response.json())["prompt_id"]
+    await until_message(ws, is_event("executing", prompt_id, node="wait"))
+    assert (await client.post("/interrupt", json={})).status == 200
+    interrupted = await until_message(ws, is_event("execution_interrupted", prompt_id))
+    assert interrupted["data"]["node_id"] == "wait"
+    await ws.close()
+
+
+async def test_routes_and_web_directory_are_served(served):
+    app, client = served
+    for prefix in ("", "/api"):
+        hello = await (await client.get(f"{prefix}/route_pack/hello?name=bob")).json()
+        assert hello["hello"] == "bob" and hello["supports"] == ["custom_nodes_from_web"]
+        assert hello["text_event"] == 3
+    assert (await (await client.post("/route_pack/greet", json={"name": "eve"})).json())["count"] >= 1
+    assert "/extensions/route_pack/js/greet.js" in await (await client.get("/extensions")).json()
+    script = await client.get("/extensions/route_pack/js/greet.js")
+    assert script.status == 200 and "registerExtension" in await script.text()
+    assert (await client.get("/extensions/route_pack/css/style.css")).status == 200
+    assert (await client.get("/extensions/route_pack/../__init__.py")).status in (403, 404)
+
+
+async def test_v3_validate_inputs_refuses_a_prompt(served):
+    app, client = served
+    prompt = {"out": {"class_type": "V3AsyncLabel", "inputs": {"text": "forbidden", "width": 1}}}
+    response = await client.post("/prompt", json={"prompt": prompt})
+    assert response.status == 400
+    assert "forbidden" in json.dumps((await response.json())["node_errors"])
+
+
+async def test_a_later_app_rebinds_and_the_older_one_unbinds_only_itself(aiohttp_client, pack_app_factory):
+    from server import PromptServer
+
+    first = pack_app_factory()
+    second = pack_app_factory()
+    assert PromptServer.instance is second.prompt_server and comfy_compat.bound().app is second
+    # the packs were imported afresh for the second App: its routes are on its own PromptServer
+    assert any(r.path == "/route_pack/hello" for r in second.prompt_server.routes)
+    client = await aiohttp_client(first.make_web_app())
+    await client.close()  # the first App shuts down: the second stays bound
+    assert comfy_compat.bound().app is second
+    comfy_compat.unbind(second)
+    with pytest.raises(RuntimeError, match="folder_paths.get_filename_list needs a running"):
+        import folder_paths
+        folder_paths.get_filename_list("checkpoints")
+
+
+def test_install_commands_are_recognised():
+    for command in ("pip install x", "/usr/bin/python3 -m pip install -r requirements.txt", "pip3.11 install y",
+                    "uv pip install z", "uv add z", "conda install -y q", "mamba install q", "easy_install q"):
+        assert installs_packages(command), command
+    for command in ("pip list", "python -m pip --version", "git clone https://example.com/pip-install-helper",
+                    "ffmpeg -i a.mp4 b.gif"):
+        assert not installs_packages(command), command
+
+
+def test_installs_refused_unless_the_flag_allows(pack_app_factory):
+    # "-c pass" ignores the words after it: a harmless command that looks like an install
+    command = [sys.executable, "-c", "pass", "pip", "install", "x"]
+    app = pack_app_factory()
+    with pytest.raises(InstallRefused, match="pip"):
+        subprocess.run(command, check=True)
+    assert app.registry.failed_packs["installs_at_import"].startswith("InstallRefused")
+    # bound by hand, without packs: with the flag the installing pack would really run pip
+    allowing = pack_app_factory(allow_custom_node_installs=True, custom_nodes_dir=None)
+    comfy_compat.bind(allowing)
+    subprocess.run(command, check=True)
+    comfy_compat.unbind(allowing)
+    subprocess.run(command, check=True)  # nothing bound: nothing refused
