@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 10000, as ComfyUI); the Fooocus job store keeps every job")
     engine.add_argument("--no-demo-models", action="store_true",
                         help="do not write tiny random demo models when the models folder has no checkpoint")
+    files = parser.add_argument_group("model files")
+    files.add_argument("--extra-model-paths", type=Path, action="append", default=[], metavar="FILE",
+                       help="a ComfyUI extra_model_paths.yaml whose folders are listed after --models-dir "
+                            "(repeatable)")
+    files.add_argument("--fooocus-models", type=Path, action="append", default=[], metavar="DIR",
+                       help="an existing Fooocus models folder (or Fooocus install) to use as it is (repeatable)")
+    files.add_argument("--comfyui-models", type=Path, action="append", default=[], metavar="DIR",
+                       help="an existing ComfyUI models folder (or ComfyUI install) to use as it is (repeatable)")
+    files.add_argument("--no-download", action="store_true",
+                       help="never fetch model files: a missing file is a job error (demo models when no "
+                            "checkpoint exists)")
+    files.add_argument("--download-only", action="store_true",
+                       help="fetch the preset's model files (and --download-all's) into --models-dir, then exit")
+    files.add_argument("--download-all", action="store_true",
+                       help="at start, also fetch every capability's files (upscaler, inpaint, image prompt, "
+                            "describe, previews, ...) instead of on first use")
     fooocus = parser.add_argument_group("Fooocus API")
     fooocus.add_argument("--preset", default=None, help="Fooocus preset name (default: 'default')")
     fooocus.add_argument("--default-model", default=None, help="base model used when a request names none")
@@ -91,7 +107,22 @@ def config_from_args(args: argparse.Namespace):
                      queue_size=args.queue_size, queue_history=args.queue_history, webhook_url=args.webhook_url,
                      apikey=args.apikey, allow_private_urls=args.allow_private_urls,
                      url_fetch_timeout_s=args.url_fetch_timeout, database=args.database,
-                     demo_models=not args.no_demo_models)
+                     demo_models=not args.no_demo_models, extra_model_paths=tuple(args.extra_model_paths),
+                     fooocus_models=tuple(args.fooocus_models), comfyui_models=tuple(args.comfyui_models),
+                     download=not args.no_download, download_all=args.download_all)
+
+
+def download_only(config) -> int:
+    """--download-only: fetch what a start would fetch, report, exit (1 when a file failed)."""
+    from server.downloads.startup import startup_downloads
+
+    report = startup_downloads(config)
+    for path in report.fetched:
+        print(f"fetched {path}")
+    for failure in report.failed:
+        print(f"FAILED {failure}", file=sys.stderr)
+    print(f"{len(report.fetched)} file(s) fetched, {len(report.failed)} failed; models in {config.models_dir}")
+    return 1 if report.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         make_cache(args.cache)
     except ValueError as exc:
         build_parser().error(str(exc))
+    if args.no_download and args.download_only:
+        build_parser().error("--download-only cannot be combined with --no-download")
+    config = config_from_args(args)
+    from server.model_paths import ModelPathsError, extra_roots_from_config
+
+    try:
+        extra_roots_from_config(config)  # a bad --extra-model-paths file is a usage error, before any work
+    except ModelPathsError as exc:
+        build_parser().error(str(exc))
+    if args.download_only:
+        return download_only(config)
     from server.serve import serve
 
-    return serve(config_from_args(args))
+    return serve(config)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ class Downloader:
                         if cancelled is not None and cancelled():
                             raise DownloadCancelled(f"download of {name} stopped by request")
                         try:
-                            chunk = response.read(CHUNK)
+                            chunk = response.read1(CHUNK)  # what has arrived: progress moves with the bytes
                         except (OSError, ValueError) as exc:  # timeout or reset mid-body
                             raise _Transient(f"{_cause(exc)} after {_size_text(done)}") from None
                         if not chunk:
