@@ -334,5 +334,5 @@ def load_retinaface(path: str | Path) -> RetinaFace:
     loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     try:
         return retinaface_from_state_dict(loaded)
-    except ValueError as error:
+    except (ValueError, RuntimeError, KeyError) as error:  # wrong kind of file, or keys missing/unexpected
         raise ValueError(f"{path.name}: {error}") from None
