@@ -16,31 +16,44 @@ import pytest
 
 import comfy_compat
 from comfy_compat.install_guard import InstallRefused, installs_packages
+from nodes.model_services import make_model_manager
 from server.app import App
 from server.config import AppConfig
 from waiting import DEADLINE_S, HOLD_DELAY, HOLD_STEPS, is_event, until, until_message
 
 PACKS = Path(__file__).parent / "fixtures" / "custom_nodes"
 V1_CLASSES = ("V1FolderReport", "V1DeviceReport", "V1ScaleWithUtils", "V1MaskFromImage", "V1LatentViaNodes",
-              "V1CountWithProgress", "V1WaitForInterrupt")
+              "V1CountWithProgress", "V1WaitForInterrupt", "V1QuickSample")
 ALL_CLASSES = V1_CLASSES + ("V3Brighten", "V3AsyncLabel", "RouteGreetings", "SignalProgress")
 
 
-@pytest.fixture
-def pack_app_factory(tmp_path):
-    """An App with the real built-in nodes and our fixture packs; a ComfyUI models folder as an
-    extra root, so folder_paths must answer across roots."""
-    models, comfy_models = tmp_path / "models", tmp_path / "comfyui" / "models"
-    (models / "checkpoints" / "base").mkdir(parents=True)
-    (models / "checkpoints" / "base" / "tiny.safetensors").write_bytes(b"0")
+@pytest.fixture(scope="module")
+def model_roots(tmp_path_factory):
+    """Our models folder with a tiny (random) SD1.5 checkpoint and its tokenizer, and a ComfyUI
+    models folder as an extra root, so folder_paths must answer across roots. Written once."""
+    from models.tiny import write_tiny_sd15
+    from models.tiny_text import write_tiny_tokenizer
+    from nodes.loaders import TINY_TOKENIZER_DIR
+
+    root = tmp_path_factory.mktemp("pack_models")
+    models, comfy_models = root / "models", root / "comfyui" / "models"
+    write_tiny_sd15(models / "checkpoints" / "base" / "tiny.safetensors")
+    write_tiny_tokenizer(models / TINY_TOKENIZER_DIR)
     (comfy_models / "loras").mkdir(parents=True)
     (comfy_models / "loras" / "extra_lora.safetensors").write_bytes(b"0")
+    return models, comfy_models
+
+
+@pytest.fixture
+def pack_app_factory(tmp_path, model_roots):
+    """An App with the real built-in nodes and our fixture packs."""
+    models, comfy_models = model_roots
 
     def build(**overrides) -> App:
         options = {"custom_nodes_dir": PACKS, **overrides}
         config = AppConfig(models_dir=models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
                            temp_dir=tmp_path / "temp", cpu=True, comfyui_models=(comfy_models,), **options)
-        return App(config)
+        return App(config, model_manager=make_model_manager(config))
 
     yield build
     if comfy_compat.is_bound():  # Apps never served are never shut down: leave no binding to later tests
@@ -85,6 +98,10 @@ def workflow():
                                                                 "prefix": "packs/report"}},
         "devices": {"class_type": "V1DeviceReport", "inputs": {"sampler": "euler", "scheduler": "karras"}},
         "greetings": {"class_type": "RouteGreetings", "inputs": {"separator": "+"}},
+        "sample": {"class_type": "V1QuickSample", "inputs": {"ckpt_name": "base/tiny.safetensors", "text": "a cat",
+                                                               "seed": 3, "steps": 2}},
+        "saved": {"class_type": "SaveImage", "inputs": {"images": ["sample", 0], "filename_prefix": "packs/sample"}},
+        "sample_report": {"class_type": "V3AsyncLabel", "inputs": {"text": ["sample", 1], "width": 0}},
     }
 
 
@@ -137,6 +154,9 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     assert outputs["label_signal"]["text"][0].startswith("signal:2:")
     assert outputs["greetings"]["text"] == ["ada"]
     assert outputs["preview"]["images"][0]["type"] == "temp"
+    assert outputs["saved"]["images"][0]["subfolder"] == "packs"
+    sampled = json.loads(outputs["sample_report"]["text"][0].rsplit(":", 3)[0])
+    assert sampled["tensors"] > 100 and sampled["latent"] == [1, 4, 8, 8] and sampled["image"] == [1, 64, 64, 3]
 
     folders = json.loads(outputs["folders"]["text"][0])
     ours = app.folders
@@ -223,7 +243,14 @@ async def test_routes_and_web_directory_are_served(served):
         hello = await (await client.get(f"{prefix}/route_pack/hello?name=bob")).json()
         assert hello["hello"] == "bob" and hello["supports"] == ["custom_nodes_from_web"]
         assert hello["text_event"] == 3
+    ws = await client.ws_connect("/ws")
     assert (await (await client.post("/route_pack/greet", json={"name": "eve"})).json())["count"] >= 1
+    greeted = await until_message(ws, is_event("route_pack.greeted"))
+    assert greeted["data"] == {"name": "eve"}
+    await ws.close()
+    seen_before = (await (await client.get("/route_pack/app_route")).json())["prompts_seen"]
+    await run_prompt(client, {"g": {"class_type": "RouteGreetings", "inputs": {"separator": "-"}}})
+    assert (await (await client.get("/route_pack/app_route")).json())["prompts_seen"] == seen_before + 1
     assert "/extensions/route_pack/js/greet.js" in await (await client.get("/extensions")).json()
     script = await client.get("/extensions/route_pack/js/greet.js")
     assert script.status == 200 and "registerExtension" in await script.text()
