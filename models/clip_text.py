@@ -118,9 +118,14 @@ class CLIPTextEmbeddings(nn.Module):
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.max_positions, cfg.width)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """extra: [K, width] vectors for ids vocab_size .. vocab_size + K - 1 (textual inversion)."""
         positions = self.position_embedding.weight[: input_ids.shape[-1]]
-        return self.token_embedding(input_ids) + positions
+        if extra is None:
+            return self.token_embedding(input_ids) + positions
+        weight = self.token_embedding.weight
+        table = torch.cat([weight, extra.to(device=weight.device, dtype=weight.dtype)])
+        return nn.functional.embedding(input_ids, table) + positions
 
 
 class CLIPTextTransformer(nn.Module):
@@ -146,11 +151,12 @@ class CLIPTextModel(nn.Module):
         input_ids: torch.Tensor,
         hidden_layer: int | None = None,
         output_hidden_states: bool = False,
+        extra_embeddings: torch.Tensor | None = None,
     ) -> CLIPTextOutput:
         """`hidden_layer` indexes (embeddings, layer 1, ..., layer N) like Hugging Face's
         `hidden_states`: -1 = last layer, -2 = penultimate (SDXL), before the final LayerNorm."""
         tm = self.text_model
-        x = tm.embeddings(input_ids)
+        x = tm.embeddings(input_ids, extra_embeddings)
         # keep only the states asked for: a long prompt is hundreds of windows, and all of a
         # 32-layer CLIP-G's states for them would be gigabytes
         wanted = None if hidden_layer is None else range(len(tm.encoder.layers) + 1)[hidden_layer]
@@ -165,7 +171,9 @@ class CLIPTextModel(nn.Module):
         last = tm.final_layer_norm(x)
         # The end token has the highest id in CLIP's vocabulary, so argmax finds the first one
         # (what transformers and the SD/SDXL code do).
-        end_positions = input_ids.to(torch.int32).argmax(dim=-1)
+        # Embedding ids past the vocabulary are not end tokens: they are masked out first.
+        vocab = tm.embeddings.token_embedding.num_embeddings
+        end_positions = torch.where(input_ids < vocab, input_ids, -1).to(torch.int32).argmax(dim=-1)
         pooled = last[torch.arange(last.shape[0], device=last.device), end_positions]
         text_embeds = self.text_projection(pooled) if hasattr(self, "text_projection") else None
         return CLIPTextOutput(

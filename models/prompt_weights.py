@@ -13,7 +13,7 @@ Syntax, as ComfyUI and Fooocus parse it:
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Callable, Protocol
 
 MAX_LENGTH = 77  # tokens per window: start + 75 + end
 MAX_WORD_LENGTH = 8  # a word of this many tokens or more may be split across windows
@@ -94,6 +94,7 @@ def chunk_tokens(
     text: str,
     max_length: int = MAX_LENGTH,
     max_word_length: int = MAX_WORD_LENGTH,
+    embedding_lookup: Callable[[str], tuple[list | None, str]] | None = None,
 ) -> list[Window]:
     """Prompt -> the (token id, weight) bodies of its windows, `max_length - 2` tokens at most.
 
@@ -102,11 +103,18 @@ def chunk_tokens(
     whole to the next, unless it has `max_word_length` tokens or more, in which case it fills
     the window and goes on in the next. Every token is kept, however long the prompt. An empty
     prompt gives one empty body.
+
+    embedding_lookup: for words starting with "embedding:", `word -> (placeholder tokens or None,
+    leftover text)` (models/textual_inversion.py); the placeholders count as one word.
     """
     encoded: dict[str, list[int]] = {}  # long prompts repeat their words
     words: list[list[WeightedToken]] = []
     for segment, weight in parse_prompt_weights(text):
         for word in segment.replace("\n", " ").split(" "):
+            if word and embedding_lookup is not None and word.startswith("embedding:"):
+                placeholders, word = embedding_lookup(word)
+                if placeholders:
+                    words.append([(token, weight) for token in placeholders])
             if word:
                 if word not in encoded:
                     encoded[word] = tokenizer.encode(word)

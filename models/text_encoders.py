@@ -16,6 +16,7 @@ import torch
 
 from models.clip_text import GELU, QUICK_GELU, CLIPTextModel, load_clip_text_model
 from models.prompt_weights import TokenEncoder, Window, chunk_tokens, empty_window, frame_windows, tokenize_weighted
+from models.textual_inversion import EmbeddingLibrary, place_embeddings
 
 SD15_CLIP_L_PREFIX = "cond_stage_model.transformer."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
@@ -38,6 +39,7 @@ class ClipSlot:
     model: CLIPTextModel
     pad_with_end: bool  # CLIP-L pads windows with the end token, SDXL's CLIP-G with 0
     final_norm: bool  # apply the final LayerNorm to the chosen hidden layer (SD1.5 does)
+    key: str = "clip_l"  # which vectors of an SDXL textual-inversion file this CLIP reads
 
 
 def encode_windows(
@@ -46,6 +48,7 @@ def encode_windows(
     empty: Window,
     hidden_layer: int,
     rescale_mean: bool = False,
+    extra_embeddings: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted hidden states [1, 77 * len(windows), width] and the first window's pooled
     vector (projected if the model has a projection) [1, P]. Runs on the model's device."""
@@ -59,7 +62,7 @@ def encode_windows(
     hidden, pooled = [], None
     # every window is encoded (a 20,000-word prompt is hundreds), WINDOWS_PER_PASS at a time
     for part in torch.tensor(ids).split(WINDOWS_PER_PASS):
-        out = model(part.to(device), hidden_layer=hidden_layer)
+        out = model(part.to(device), hidden_layer=hidden_layer, extra_embeddings=extra_embeddings)
         hidden.append(out.hidden_state)
         if pooled is None:
             pooled = (out.text_embeds if out.text_embeds is not None else out.pooled)[:1]
@@ -101,24 +104,29 @@ class _PromptEncoder:
         return tokenize_weighted(self.tokenizer, text, pad_with_end=pad_with_end)
 
     @torch.inference_mode()
-    def encode(self, text: str, clip_skip: int | None = None, rescale_mean: bool = False) -> TextEncoding:
+    def encode(self, text: str, clip_skip: int | None = None, rescale_mean: bool = False,
+               embeddings: EmbeddingLibrary | None = None) -> TextEncoding:
         """`clip_skip` is ComfyUI's CLIPSetLastLayer value: -1 = last layer, -2 = penultimate, ...
         (None = this model's default). Fooocus's clip_skip N is `clip_skip=-N`.
-        `rescale_mean=True` applies Fooocus's mean-preserving rescale after weighting."""
+        `rescale_mean=True` applies Fooocus's mean-preserving rescale after weighting.
+        `embeddings`: where `embedding:name` words find their vectors (None: read as plain text)."""
         layer = self.default_layer if clip_skip is None else clip_skip
         if layer >= 0:
             raise ValueError(f"clip_skip must be negative (-1 = last layer), got {layer}")
         outputs = []
-        bodies = chunk_tokens(self.tokenizer, text)  # once: the slots differ only in padding
+        # once: the slots differ only in padding (and in their textual-inversion vectors)
+        bodies = chunk_tokens(self.tokenizer, text, embedding_lookup=embeddings.lookup if embeddings else None)
         start, end = self.tokenizer.start_token_id, self.tokenizer.end_token_id
         for slot in self.slots:
             slot_layer = layer
             if -layer > slot.model.config.layers:
                 # Deeper than the model: ComfyUI then uses its final output, normalised.
                 slot, slot_layer = replace(slot, final_norm=True), -1
-            windows = frame_windows(bodies, start, end, end if slot.pad_with_end else 0)
+            pad = end if slot.pad_with_end else 0
+            windows, extra = place_embeddings(frame_windows(bodies, start, end, pad), embeddings, slot.key,
+                                              slot.model.config.width, slot.model.config.vocab_size, pad)
             empty = empty_window(self.tokenizer, pad_with_end=slot.pad_with_end)
-            outputs.append(encode_windows(slot, windows, empty, slot_layer, rescale_mean))
+            outputs.append(encode_windows(slot, windows, empty, slot_layer, rescale_mean, extra))
         cond = torch.cat([z for z, _ in outputs], dim=-1)
         return TextEncoding(cond=cond, pooled=outputs[-1][1])
 
@@ -144,7 +152,8 @@ class SDXLTextEncoder(_PromptEncoder):
             raise ValueError("SDXL's CLIP-G needs a text_projection")
         super().__init__(
             tokenizer,
-            [ClipSlot(clip_l, pad_with_end=True, final_norm=False), ClipSlot(clip_g, pad_with_end=False, final_norm=False)],
+            [ClipSlot(clip_l, pad_with_end=True, final_norm=False),
+             ClipSlot(clip_g, pad_with_end=False, final_norm=False, key="clip_g")],
         )
         self.clip_l, self.clip_g = clip_l, clip_g
 
@@ -157,7 +166,7 @@ class SDXLRefinerTextEncoder(_PromptEncoder):
     def __init__(self, clip_g: CLIPTextModel, tokenizer: TokenEncoder):
         if clip_g.config.projection_dim is None:
             raise ValueError("the refiner's CLIP-G needs a text_projection")
-        super().__init__(tokenizer, [ClipSlot(clip_g, pad_with_end=False, final_norm=False)])
+        super().__init__(tokenizer, [ClipSlot(clip_g, pad_with_end=False, final_norm=False, key="clip_g")])
         self.clip_g = clip_g
 
 

@@ -3,16 +3,31 @@ from __future__ import annotations
 
 import torch
 
+from graph import context as graph_context
+from models.textual_inversion import EmbeddingLibrary
+
 from .sockets import ClipSocket
 from .lora_runtime import running_encoder
 
 
+def embedding_library() -> EmbeddingLibrary | None:
+    """The embeddings/ folders of the running prompt's models (None outside a node: no lookups)."""
+    try:
+        folders = graph_context.current().services.folders
+    except RuntimeError:
+        return None
+    return EmbeddingLibrary(folders.directories("embeddings")) if folders is not None else None
+
+
 def encode(clip: ClipSocket, text: str, rescale_mean: bool = False):
-    """(tokens [1, 77k, D], pooled [1, P]) on the CPU in fp32, for caching between runs."""
+    """(tokens [1, 77k, D], pooled [1, P]) on the CPU in fp32, for caching between runs.
+
+    `embedding:name` words take their vectors from embeddings/ (ComfyUI's and Fooocus' rule)."""
     if clip is None:
         raise ValueError("this checkpoint has no text encoder (clip input is empty)")
     with running_encoder(clip) as (encoder, device, dtype):
-        encoding = encoder.encode(text, clip_skip=clip.clip_skip, rescale_mean=rescale_mean)
+        encoding = encoder.encode(text, clip_skip=clip.clip_skip, rescale_mean=rescale_mean,
+                                  embeddings=embedding_library())
     return encoding.cond.float().cpu(), encoding.pooled.float().cpu()
 
 
