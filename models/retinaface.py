@@ -240,7 +240,7 @@ class Faces:
 
     boxes: np.ndarray  # (n, 4) x1, y1, x2, y2
     scores: np.ndarray  # (n,)
-    landmarks: np.ndarray  # (n, 5, 2) x, y: left eye, right eye, nose, left and right mouth corners
+    landmarks: np.ndarray  # (n, 5, 2) x, y: eyes, nose, mouth corners, each pair image-left first
 
 
 def to_network_input(image_rgb: np.ndarray) -> torch.Tensor:
@@ -281,7 +281,7 @@ def detect_faces(network: RetinaFace, image_rgb: np.ndarray, conf_threshold: flo
 class FaceDetector:
     """FACE_DETECTOR: `landmarks(image)` gives the 5 landmarks of the face Fooocus crops (the
     highest-score one), or None. `acquire()` is a context manager yielding the network ready on
-    its compute device (the node passes the model manager's; `on_cpu` keeps it where it is)."""
+    its compute device (the node passes the model manager's; see also `from_network`)."""
 
     def __init__(self, acquire: Callable[[], ContextManager[RetinaFace]], name: str = DETECTOR_FILE,
                  conf_threshold: float = CONFIDENCE, nms_threshold: float = NMS_IOU):
@@ -291,7 +291,8 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
 
     @classmethod
-    def on_cpu(cls, network: RetinaFace, **kwargs) -> "FaceDetector":
+    def from_network(cls, network: RetinaFace, **kwargs) -> "FaceDetector":
+        """A detector computing wherever `network` already is (scripts and tests; no manager)."""
         network = network.eval()
         return cls(lambda: contextlib.nullcontext(network), **kwargs)
 

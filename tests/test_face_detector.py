@@ -143,7 +143,8 @@ def test_nms_is_greedy_iou_suppression():
     while order:
         best, order = order[0], order[1:]
         keep.append(best)
-        wh = np.clip(np.minimum(boxes[best, 2:], boxes[order, 2:]) - np.maximum(boxes[best, :2], boxes[order, :2]), 0, None)
+        low, high = np.maximum(boxes[best, :2], boxes[order, :2]), np.minimum(boxes[best, 2:], boxes[order, 2:])
+        wh = np.clip(high - low, 0, None)
         inter = wh[:, 0] * wh[:, 1]
         order = [o for o, overlap in zip(order, inter / (area[best] + area[order] - inter)) if overlap <= 0.4]
     assert nms_keep(torch.from_numpy(boxes), torch.from_numpy(scores)).tolist() == keep
@@ -204,7 +205,7 @@ def detector_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(detector_file):
-    return FaceDetector.on_cpu(load_retinaface(detector_file))
+    return FaceDetector.from_network(load_retinaface(detector_file))
 
 
 def test_known_faces_are_found_in_image_pixels_highest_score_first(detector):
@@ -232,7 +233,7 @@ def test_threshold_colour_order_and_no_face(detector):
 
 
 def test_tiny_demo_detector_finds_a_face_shaped_face():
-    detector = FaceDetector.on_cpu(tiny_retinaface())
+    detector = FaceDetector.from_network(tiny_retinaface())
     points = detector.landmarks(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
     assert points is not None and np.isfinite(points).all()
     assert points[0, 0] < points[1, 0] and points[0, 1] < points[2, 1] < points[3, 1]  # eyes, nose, mouth
@@ -265,13 +266,16 @@ class _Model:
 
 
 def test_loader_and_faceswap_crop(node_context, monkeypatch):
+    import nodes.face_detection as face_detection
     import nodes.fooocus.image_prompt as image_prompt
     from graph.registry import NodeRegistry
-    from nodes import register_builtin_nodes
+    from nodes import BUILTIN_MODULES
     from nodes.face_detection import FaceDetectorLoader
 
+    assert "nodes.face_detection" in BUILTIN_MODULES
     registry = NodeRegistry()
-    register_builtin_nodes(registry)
+    registry.register_mappings(face_detection.NODE_CLASS_MAPPINGS, face_detection.NODE_DISPLAY_NAME_MAPPINGS,
+                               python_module="nodes.face_detection", builtin=True)
     schema = registry.get("FaceDetectorLoader")
     assert schema.outputs == ("FACE_DETECTOR",)
     assert schema.inputs[0].folder == "controlnet" and schema.inputs[0].options["default"] == DETECTOR_FILE
