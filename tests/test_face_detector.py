@@ -23,7 +23,7 @@ from models.retinaface import (DETECTOR_FILE, FaceDetector, RetinaFace, RetinaFa
                                decode_boxes, decode_landmarks, detect_faces, load_retinaface, nms_keep, prior_boxes)
 from models.tiny_face_detector import TINY_CONFIG, tiny_retinaface, write_tiny_face_detector
 
-REAL_FILE_BYTES = 109_497_761  # detection_Resnet50_Final.pth, facexlib release v0.1.0 (spec §11)
+REAL_FILE_BYTES = 109_497_761  # detection_Resnet50_Final.pth, facexlib v0.1.0 (spec §13, a third-party size table)
 LANDMARK_OFFSETS = np.array([[-2.0, -1.5], [2.0, -1.5], [0.0, 0.5], [-1.5, 2.5], [1.5, 2.5]], np.float32)
 
 
