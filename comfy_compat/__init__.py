@@ -10,7 +10,7 @@ later in the same process (tests start several) rebinds cleanly and no module ke
 The ComfyUI-named modules (top-level, as ComfyUI lays them out; listed in README "ComfyUI
 custom nodes"):
   folder_paths, node_helpers, latent_preview, execution,
-  comfy.{utils, model_management, samplers, sample, sd},
+  comfy.{utils, model_management, samplers, sample, sd, cli_args, comfy_types},
   comfy_execution.{graph, graph_utils}, comfy_api.latest (V3: io, ComfyNode, ComfyExtension),
   comfy_extras.nodes_* (the core nodes we have), and the ComfyUI names of our own `nodes` and
   `server` packages (nodes.MAX_RESOLUTION, nodes.<BuiltinClass>, nodes.common_ksampler,

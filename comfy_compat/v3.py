@@ -35,8 +35,8 @@ def is_v3_node(obj) -> bool:
 
 
 def _overrides(node_cls, name: str) -> bool:
-    return getattr(node_cls, name, None) is not None and getattr(io.ComfyNode, name, None) is None \
-        and callable(getattr(node_cls, name))
+    """Whether the node defines an optional V3 hook (io.ComfyNode itself defines none of them)."""
+    return callable(getattr(node_cls, name, None))
 
 
 def _forward(function):

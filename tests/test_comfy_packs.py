@@ -117,6 +117,7 @@ async def test_every_class_in_object_info_and_failed_packs_reported(served):
     assert scale["upscale_method"] == [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]]
     assert scale["width"] == ["INT", {"default": 64, "min": 1, "max": 16384}]
     assert info["V1DeviceReport"]["input"]["required"]["sampler"][0][:2] == ["euler", "euler_ancestral"]
+    assert info["V1DeviceReport"]["output"] == ["STRING", "CONDITIONING"]
     bright = info["V3Brighten"]
     assert bright["input"] == {"required": {"image": ["IMAGE"],
                                             "amount": ["FLOAT", {"default": 0.1, "min": -1.0, "max": 1.0,
@@ -179,6 +180,7 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
 
     devices = json.loads(outputs["devices"]["text"][0])
     assert devices["device"] == devices["intermediate"] == devices["offload"] == "cpu"
+    assert devices["cli_cpu"] is True and devices["cli_preview"] == "none"
     assert devices["interrupted"] is False and devices["sampler"] == "euler" and devices["scheduler"] == "karras"
     assert devices["renamed"] == ["other", "unet.a", "unet.b"] and devices["noise_repeatable"]
     assert devices["pillow_size"] == [4, 4] and devices["cond_strength"] == 0.5

@@ -19,5 +19,4 @@ class ComfyExtension:
         raise NotImplementedError(f"{type(self).__name__}.get_node_list must return the pack's ComfyNode classes")
 
 
-
 __all__ = ["io", "ui", "ComfyExtension", "ComfyNode", "NodeOutput", "Schema"]
