@@ -5,7 +5,7 @@ models/sampling; this file only wires handles, devices, progress and previews to
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -13,6 +13,7 @@ import torch
 from models.conditioning import sdxl_adm, sdxl_refiner_adm
 from models.inpaint.sampling import InpaintBlend, inpaint_concat, resize_mask
 from models.sampling.adm import fooocus_adm_y, select_adm
+from models.sampling.areas import RegionCond, has_region_keys, pair_opposite_areas, region_from_extras
 from models.sampling.guidance import CFGDenoiser, standard_cfg
 from models.sampling.model_sampling import make_denoiser, model_sampling_for_scheduler
 from models.sampling.noise import prepare_noise
@@ -119,21 +120,33 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
         return unet(x_in.to(dtype), timesteps, context.to(device, dtype),
                     y=None if y is None else y.to(device, dtype), transformer_options=call_options)
 
-    pos = conditioning_kwargs(model, positive, width, height, adm[0] if adm_end is not None else None, 6.0)
-    neg = conditioning_kwargs(model, negative, width, height, adm[1] if adm_end is not None else None, 2.5) \
-        if negative is not None else None
+    fallback = None
     if model.info.is_inpaint:
         fallback = concat if concat is not None else inpaint_concat((1, model.info.latent_channels, height // 8,
                                                                        width // 8))
-        for side in (pos, neg):
-            if side is not None:
-                side.setdefault("concat", fallback)
-    if model.attn2_kv_patches:  # batched by CFG along with the conditioning: 0 = cond row, 1 = uncond row
-        pos["sides"] = torch.zeros(1)
-        if neg is not None:
-            neg["sides"] = torch.ones(1)
-    pos = _on_device(pos, device)
-    neg = _on_device(neg, device) if neg is not None else None
+
+    def entry_inputs(entry, adm_scaler, aesthetic: float, side: int) -> dict:
+        kwargs = conditioning_kwargs(model, [entry], width, height, adm_scaler, aesthetic)
+        if fallback is not None:
+            kwargs.setdefault("concat", fallback)
+        if model.attn2_kv_patches:  # batched by CFG along with the conditioning: 0 = cond row, 1 = uncond row
+            kwargs["sides"] = torch.full((1,), float(side))
+        return _on_device(kwargs, device)
+
+    sides = [(positive, adm[0] if adm_end is not None else None, 6.0)]
+    if negative is not None:
+        sides.append((negative, adm[1] if adm_end is not None else None, 2.5))
+    if not any(uses_regions(conditioning) for conditioning, _, _ in sides):
+        # one whole-latent entry per side: the plain CFG batch, ComfyUI's result for this case
+        inputs = [entry_inputs(conditioning[0], scaler, aesthetic, i) for i, (conditioning, scaler, aesthetic)
+                  in enumerate(sides)]
+    else:
+        dims = (height // 8, width // 8)
+        inputs = [[_region_on_device(region_from_extras(entry_inputs(entry, scaler, aesthetic, i), entry[1], dims,
+                                                        model_sampling.percent_to_sigma), device)
+                   for entry in conditioning] for i, (conditioning, scaler, aesthetic) in enumerate(sides)]
+        inputs = pair_opposite_areas(inputs)
+    pos, neg = inputs[0], inputs[1] if negative is not None else None
     denoiser = make_denoiser(unet_apply, model_sampling)
 
     def with_sigma_for_control(x, sigma, control=None, **kwargs):
@@ -147,6 +160,18 @@ def build_denoiser(model: ModelSocket, unet, positive, negative, guidance: Guida
     combine = model.cfg_combine if model.cfg_combine is not None and guidance.combine is standard_cfg \
         else guidance.combine
     return CFGDenoiser(with_sigma_for_control, pos, neg, guidance.cfg, combine)
+
+
+def uses_regions(conditioning) -> bool:
+    """Whether a CONDITIONING needs ComfyUI's per-region blending: several entries (combined
+    prompts), or an area, mask, strength or timestep range on one."""
+    if not conditioning:
+        raise ValueError("empty conditioning")
+    return len(conditioning) > 1 or has_region_keys(conditioning[0][1])
+
+
+def _region_on_device(region: RegionCond, device) -> RegionCond:
+    return region if region.mask is None else replace(region, mask=region.mask.to(device))
 
 
 def _on_device(kwargs: dict, device) -> dict:

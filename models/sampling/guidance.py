@@ -11,6 +11,10 @@ Tensors are batched along dim 0 (a batch of 1 is expanded to x's batch); cross-a
 leaves attention unchanged (duplicated keys with equal values keep the softmax average).
 Non-tensor values must be equal on both sides and are passed once.
 
+Several CONDITIONING entries, areas, masks and timestep ranges arrive as lists of
+`areas.RegionCond` and go through ComfyUI's per-region evaluation and blending instead
+(`evaluate_conditions`, which guiders with any number of sides share).
+
 `combine(x, sigma, cond_x0, uncond_x0, cfg) -> x0` chooses the guidance rule: `standard_cfg`
 (uncond + cfg * (cond - uncond)) or `FooocusGuidance` (sharpness + CFG mimicking).
 """
@@ -22,6 +26,7 @@ from typing import Callable
 import torch
 
 from .adaptive_cfg import cfg_mimicking
+from .areas import RegionCond, calc_cond_batch
 from .model_sampling import ModelSampling
 from .sharpness import sharpen_positive_eps
 
@@ -89,10 +94,35 @@ def batch_conditions(positive: dict, negative: dict, batch: int):
     return merged
 
 
-class CFGDenoiser:
-    """k-diffusion denoiser applying classifier-free guidance around `denoiser`."""
+def evaluate_conditions(denoiser, sides: list, x: torch.Tensor, sigma: torch.Tensor, **extra) -> list[torch.Tensor]:
+    """Each side's x0 for x at sigma, in as few calls as possible (ComfyUI's calc_cond_batch).
 
-    def __init__(self, denoiser, positive: dict, negative: dict | None, cfg: float,
+    A side is a dict of denoiser inputs (one whole-latent conditioning: the fast path, one call for
+    all sides when their inputs merge), a list of `areas.RegionCond` (several, area, mask or
+    timestep-range entries: evaluated per region and blended), or None (predicts 0)."""
+    batch = x.shape[0]
+    sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(batch)
+    if len(sides) == 1 and isinstance(sides[0], dict):
+        return [denoiser(x, sigma, **sides[0], **extra)]
+    if len(sides) == 2 and all(isinstance(side, dict) for side in sides):
+        merged = batch_conditions(sides[0], sides[1], batch)
+        if merged is None:  # incompatible shapes: two calls instead of one
+            return [denoiser(x, sigma, **side, **extra) for side in sides]
+        both = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **merged, **extra)
+        return [both[:batch], both[batch:]]
+    regions = [None if side is None else [RegionCond(side)] if isinstance(side, dict) else side for side in sides]
+    return calc_cond_batch(denoiser, regions, x, sigma, **extra)
+
+
+class CFGDenoiser:
+    """k-diffusion denoiser applying classifier-free guidance around `denoiser`.
+
+    positive / negative: dicts of denoiser inputs, or lists of `areas.RegionCond` (see
+    `evaluate_conditions`)."""
+
+    def __init__(self, denoiser, positive: dict | list, negative: dict | list | None, cfg: float,
                  combine: Combine = standard_cfg):
         self.denoiser = denoiser
         self.positive, self.negative = positive, negative
@@ -104,17 +134,11 @@ class CFGDenoiser:
         return self.negative is not None and not math.isclose(self.cfg, 1.0)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
-        batch = x.shape[0]
+        sides = [self.positive, self.negative] if self.uses_uncond else [self.positive]
+        outputs = evaluate_conditions(self.denoiser, sides, x, sigma, **extra)
+        if not self.uses_uncond:
+            return outputs[0]
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
         if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
-        if not self.uses_uncond:
-            return self.denoiser(x, sigma, **self.positive, **extra)
-        merged = batch_conditions(self.positive, self.negative, batch)
-        if merged is None:  # incompatible shapes: two calls instead of one
-            cond = self.denoiser(x, sigma, **self.positive, **extra)
-            uncond = self.denoiser(x, sigma, **self.negative, **extra)
-        else:
-            both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **merged, **extra)
-            cond, uncond = both[:batch], both[batch:]
-        return self.combine(x, sigma, cond, uncond, self.cfg)
+            sigma = sigma.expand(x.shape[0])
+        return self.combine(x, sigma, outputs[0], outputs[1], self.cfg)
