@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from aiohttp import FormData
 from PIL import Image
 
 from main import build_parser, config_from_args
@@ -45,14 +46,15 @@ def install_without(demo: Path, target: Path, *left_out: str) -> Path:
     return target
 
 
-async def start(aiohttp_client, tmp_path, demo_models_dir, args: list[str], base: str | None, served: bytes | None):
+async def start(aiohttp_client, tmp_path, demo_models_dir, args: list[str], base: str | None, served: bytes | None,
+                left_out: tuple[str, ...] = ("upscale_models",)):
     """An in-process server from command-line flags; our models dir is empty but for the tokenizer,
-    the demo install (without its upscaler) is a --fooocus-models root; the fetcher's table names
+    the demo install (without `left_out`) is a --fooocus-models root; the fetcher's table names
     the upscaler with its real Hugging Face URL, which HF_MIRROR sends to the local file server."""
     ours = tmp_path / "ours"
     (ours / "text_encoders").mkdir(parents=True)
     (ours / "text_encoders" / "tiny_clip_tokenizer").symlink_to(demo_models_dir / "text_encoders/tiny_clip_tokenizer")
-    install = install_without(demo_models_dir, tmp_path / "fooocus_models", "upscale_models")
+    install = install_without(demo_models_dir, tmp_path / "fooocus_models", *left_out)
     config = config_from_args(build_parser().parse_args([
         "--models-dir", str(ours), "--fooocus-models", str(install), "--output-dir", str(tmp_path / "out"),
         "--input-dir", str(tmp_path / "in"), "--temp-dir", str(tmp_path / "tmp"), "--cpu", *args]))
@@ -222,3 +224,26 @@ async def test_extra_model_paths_with_two_roots_serve_both_apis(aiohttp_client, 
         return entry and entry["status"]["completed"] and entry
     entry = await until(finished, what="the ComfyUI prompt's history entry")
     assert entry["outputs"]["6"]["images"][0]["filename"].startswith("extra")
+
+
+async def test_describe_fetches_its_models_on_first_use(aiohttp_client, aiohttp_server, tmp_path, demo_models_dir):
+    """The tiny tagger served under Fooocus' names: the first Anime describe downloads both files."""
+    onnx = (demo_models_dir / "clip_vision" / "tiny-wd14-tagger.onnx").read_bytes()
+    tags = (demo_models_dir / "clip_vision" / "tiny-wd14-tagger.csv").read_bytes()
+    files, base = await start_file_server(aiohttp_server)
+    files.files["/misc/wd-v1-4-moat-tagger-v2.onnx"] = Served(onnx)
+    files.files["/misc/wd-v1-4-moat-tagger-v2.csv"] = Served(tags)
+    client, app, ours = await start(aiohttp_client, tmp_path, demo_models_dir, [], base, None,
+                                    left_out=("clip_vision",))
+    app.fetcher.catalog = Catalog([KnownFile("clip_vision", name, "https://huggingface.co/misc/" + name,
+                                             size=len(data), capability="describe_anime")
+                                   for name, data in (("wd-v1-4-moat-tagger-v2.onnx", onnx),
+                                                      ("wd-v1-4-moat-tagger-v2.csv", tags))])
+    form = FormData()
+    form.add_field("image", png_bytes(32, 32), filename="cat.png", content_type="image/png")
+    response = await client.post("/v1/tools/describe-image", params={"image_type": "Anime"}, data=form)
+    assert response.status == 200, await response.text()
+    assert isinstance((await response.json())["describe"], str)
+    assert (ours / "clip_vision" / "wd-v1-4-moat-tagger-v2.onnx").read_bytes() == onnx
+    assert sorted(path for path, _ in files.requests) == ["/misc/wd-v1-4-moat-tagger-v2.csv",
+                                                          "/misc/wd-v1-4-moat-tagger-v2.onnx"]

@@ -36,6 +36,8 @@ from models.interrogate.blip_keys import BlipCheckpointError
 from models.interrogate.wd14 import WD14_MODEL_FILE, WD14Error
 from workflows import Workflow
 
+from server.downloads.downloader import DownloadError
+
 from .images import decode_input_image
 
 log = logging.getLogger(__name__)
@@ -159,9 +161,14 @@ def field_error(location: tuple[str, ...], message: str, kind: str = "value_erro
                              status=422)
 
 
+# the catalog's capability names (server/downloads/known_files.json) per describe type
+DOWNLOADS = {DescribeImageType.PHOTO: "describe_photo", DescribeImageType.ANIME: "describe_anime"}
+
+
 class DescribeRoutes:
     def __init__(self, app, *, max_calls: int = 2, timeout_s: float = 120.0) -> None:
         self.folders = app.folders
+        self.fetcher = getattr(app, "fetcher", None)  # first use: Fooocus' describe files (downloads on)
         self.input_dir = Path(app.config.input_dir)
         self.capabilities = describe_capabilities()
         self.runner = DescribeRunner(app.registry, app.services, max_calls=max_calls, timeout_s=timeout_s)
@@ -184,6 +191,11 @@ class DescribeRoutes:
             return field_error(("body", "image"), str(exc))
         capability = self.capabilities[kind]
         model = self._model_file(capability)
+        if model is None:
+            try:  # Fooocus downloads the describe models on first use too; the caller waits for them
+                model = await loop.run_in_executor(None, self._fetch, kind, capability)
+            except DownloadError as exc:
+                return detail(503, f"Describe ({kind.value}): {exc}")
         if model is None:
             folder = self.folders.directories(FOLDER)[0]
             return detail(503, f"Describe ({kind.value}) needs {capability.needs} in {folder}")
@@ -224,8 +236,19 @@ class DescribeRoutes:
         return data, None
 
     def _model_file(self, capability: DescribeCapability) -> Optional[str]:
-        folder = self.folders.directories(FOLDER)[0]
-        return next((name for name in capability.model_files if (folder / name).is_file()), None)
+        for name in capability.model_files:  # in every model root, ours first
+            if any((folder / name).is_file() for folder in self.folders.directories(FOLDER)):
+                return name
+        return None
+
+    def _fetch(self, kind: "DescribeImageType", capability: DescribeCapability) -> Optional[str]:
+        """With downloads on: the catalog's files of this describe type, into our models dir."""
+        if self.fetcher is None or not self.fetcher.enabled:
+            return None
+        files = self.fetcher.catalog.for_capabilities({DOWNLOADS[kind]})
+        for file in files:
+            self.fetcher.fetch(file)
+        return self._model_file(capability) if files else None
 
     def _store(self, image) -> str:
         # BMP: the file is read back once, at once, and deleted; writing a 1024-px PNG costs ~30x more
