@@ -8,6 +8,7 @@ common_ksampler). See comfy_compat for the rest of the ComfyUI surface.
 from __future__ import annotations
 
 import threading
+import types
 
 MAX_RESOLUTION = 16384
 
@@ -30,7 +31,7 @@ BUILTIN_MODULES: tuple[str, ...] = ("nodes.loaders", "nodes.text", "nodes.latent
                                      "nodes.clip_vision", "nodes.fooocus.image_prompt",
                                      "nodes.custom_sampling", "nodes.guiders", "nodes.model_patches",
                                      "nodes.conditioning", "nodes.latent_ops", "nodes.loaders_extra",
-                                     "nodes.face_detection")
+                                     "nodes.face_detection", "nodes.image_ops", "nodes.mask_ops")
 
 
 def register_builtin_nodes(registry) -> None:
@@ -58,12 +59,14 @@ def _registered_mappings() -> tuple[dict, dict]:
     if comfy_compat.is_bound():
         registry = comfy_compat.bound().app.registry
         schemas = [registry.get(name) for name in registry.names()]
-        return {s.name: s.node_class for s in schemas}, {s.name: s.display_name for s in schemas}
-    classes, display = {}, {}
-    for _, mappings, names in builtin_packs():
-        classes.update(mappings)
-        display.update(names)
-    return classes, display
+        classes, display = {s.name: s.node_class for s in schemas}, {s.name: s.display_name for s in schemas}
+    else:
+        classes, display = {}, {}
+        for _, mappings, names in builtin_packs():
+            classes.update(mappings)
+            display.update(names)
+    # read-only views: a pack writing into them would change nothing (packs export their own mappings)
+    return types.MappingProxyType(classes), types.MappingProxyType(display)
 
 
 _lookup = threading.local()  # a lookup imports node modules, whose own imports must not recurse into it
