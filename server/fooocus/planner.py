@@ -147,6 +147,7 @@ class TextToImagePlanner:
                 warnings.append(f"LoRA {name} not found; skipped")
         performance_lora = settings.performance_lora
         if performance_lora is not None and performance_lora[0] not in lora_files:
+            self.fetch_later([("loras", performance_lora[0])])  # downloads on: the job waits for the LoRA
             warnings.append(f"{settings.performance} needs {performance_lora[0]} in loras/; running without it")
             performance_lora = None
 
