@@ -3,7 +3,7 @@
 A Python audit hook (PEP 578) sees every process this interpreter starts (`subprocess.*`,
 `os.system`, `os.exec*`, `os.spawn*`, `os.posix_spawn`) and every import. While a bound App does
 not allow installs (`--allow-custom-node-installs` off, the default), a command that installs
-Python packages (pip/pip3/`python -m pip`, `uv pip install`/`uv add`, conda/mamba install,
+Python packages (pip/pip3/`python -m pip`, `uv pip install`/`uv add`/`uv sync`, conda/mamba install,
 easy_install) and the import of pip's internals (`pip.main([...])` in-process) raise
 `InstallRefused` in the calling code, naming the command. Audit hooks cannot be removed, so the
 hook is added once per process and asks the binding each time whether it is active.
@@ -21,7 +21,7 @@ import sys
 log = logging.getLogger(__name__)
 
 _INSTALL_COMMAND = re.compile(
-    r"(^|[\s/\\\"'])(pip[\d.]*(\.exe)?|-m\s+pip|uv(\.exe)?\s+pip|conda|mamba|micromamba)[\"']?\s+(install|download)\b"
+    r"(^|[\s/\\\"'])(pip[\d.]*(\.exe)?|-m\s+pip|uv(\.exe)?\s+pip|conda|mamba|micromamba)[\"']?\s+install\b"
     r"|(^|[\s/\\\"'])uv(\.exe)?\s+(add|sync)\b|easy_install", re.IGNORECASE)
 _PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn"})
 _installed = False

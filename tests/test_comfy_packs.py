@@ -191,6 +191,16 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     assert folder_paths.get_full_path("loras", "extra_lora.safetensors") == str(ours.path("loras", "extra_lora.safetensors"))
     assert folder_paths.get_folder_paths("clip") == [str(p) for p in ours.directories("text_encoders")]
 
+    import nodes  # ComfyUI's names on our nodes package: built-ins lazily, registered mappings live
+    from nodes.loaders import CheckpointLoaderSimple
+    assert nodes.CheckpointLoaderSimple is CheckpointLoaderSimple and nodes.MAX_RESOLUTION == 16384
+    assert nodes.NODE_CLASS_MAPPINGS["V3Brighten"] is app.registry.get("V3Brighten").node_class
+    assert nodes.NODE_DISPLAY_NAME_MAPPINGS["V3Brighten"] == "Brighten (V3)"
+    with pytest.raises(TypeError):
+        nodes.NODE_CLASS_MAPPINGS["Mine"] = object
+    with pytest.raises(AttributeError, match="no built-in node class"):
+        nodes.NoSuchComfyNode
+
 
 async def test_progress_bar_and_send_sync_reach_the_websocket(served):
     app, client = served
