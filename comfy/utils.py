@@ -78,8 +78,15 @@ class ProgressBar:
         if total is not None:
             self.total = total
         self.current = min(value, self.total) if self.total else value
-        if self._context is not None:
-            self._context.progress(self.current, self.total, _preview_image(preview))
+        context = self._context
+        if context is None:
+            return
+        if self.node_id is None or str(self.node_id) == context.node_id:
+            context.progress(self.current, self.total, _preview_image(preview))
+        else:  # ComfyUI lets a node report for another node id (its expanded children)
+            context.check_interrupt()
+            context.sink.send("progress", {"value": self.current, "max": self.total, "prompt_id": context.prompt_id,
+                                           "node": str(self.node_id)})
 
     def update(self, value) -> None:
         self.update_absolute(self.current + value)

@@ -158,6 +158,7 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     assert outputs["saved"]["images"][0]["subfolder"] == "packs"
     sampled = json.loads(outputs["sample_report"]["text"][0].rsplit(":", 3)[0])
     assert sampled["tensors"] > 100 and sampled["latent"] == [1, 4, 8, 8] and sampled["image"] == [1, 64, 64, 3]
+    assert sampled["x0_kept"] is True
 
     folders = json.loads(outputs["folders"]["text"][0])
     ours = app.folders
@@ -207,6 +208,8 @@ async def test_progress_bar_and_send_sync_reach_the_websocket(served):
     client_id = uuid.uuid4().hex
     ws = await client.ws_connect(f"/ws?clientId={client_id}")
     prompt = {"count": {"class_type": "V1CountWithProgress", "inputs": {"steps": 3}},
+              "other": {"class_type": "V1CountWithProgress", "inputs": {"steps": 2, "report_as": "count.child"}},
+              "c": {"class_type": "V3AsyncLabel", "inputs": {"text": "c", "width": ["other", 0]}},
               "signal": {"class_type": "SignalProgress", "inputs": {"count": 2}},
               "a": {"class_type": "V3AsyncLabel", "inputs": {"text": "a", "width": ["count", 0]}},
               "b": {"class_type": "V3AsyncLabel", "inputs": {"text": "b", "width": ["signal", 0]}}}
@@ -227,6 +230,8 @@ async def test_progress_bar_and_send_sync_reach_the_websocket(served):
     progress = [(m["data"]["value"], m["data"]["max"]) for m in seen
                 if m["type"] == "progress" and m["data"]["node"] == "count"]
     assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert [(m["data"]["value"], m["data"]["max"]) for m in seen
+            if m["type"] == "progress" and m["data"]["node"] == "count.child"] == [(1, 2), (2, 2)]
     signals = [m["data"] for m in seen if m["type"] == "signal_pack.progress"]
     assert signals == [{"node": "signal", "value": 1, "max": 2}, {"node": "signal", "value": 2, "max": 2}]
     # send_progress_text: ComfyUI's binary TEXT frame (event 3, node id length, node id, text)
