@@ -23,7 +23,7 @@ from waiting import DEADLINE_S, HOLD_DELAY, HOLD_STEPS, is_event, until, until_m
 
 PACKS = Path(__file__).parent / "fixtures" / "custom_nodes"
 V1_CLASSES = ("V1FolderReport", "V1DeviceReport", "V1ScaleWithUtils", "V1MaskFromImage", "V1LatentViaNodes",
-              "V1CountWithProgress", "V1WaitForInterrupt", "V1QuickSample")
+              "V1CountWithProgress", "V1WaitForInterrupt", "V1QuickSample", "V1ExpandCounts")
 ALL_CLASSES = V1_CLASSES + ("V3Brighten", "V3AsyncLabel", "RouteGreetings", "SignalProgress")
 
 
@@ -102,6 +102,8 @@ def workflow():
                                                                "seed": 3, "steps": 2}},
         "saved": {"class_type": "SaveImage", "inputs": {"images": ["sample", 0], "filename_prefix": "packs/sample"}},
         "sample_report": {"class_type": "V3AsyncLabel", "inputs": {"text": ["sample", 1], "width": 0}},
+        "expand": {"class_type": "V1ExpandCounts", "inputs": {"steps": 4}},
+        "label_expand": {"class_type": "V3AsyncLabel", "inputs": {"text": ["expand", 0], "width": 1}},
     }
 
 
@@ -159,6 +161,7 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     sampled = json.loads(outputs["sample_report"]["text"][0].rsplit(":", 3)[0])
     assert sampled["tensors"] > 100 and sampled["latent"] == [1, 4, 8, 8] and sampled["image"] == [1, 64, 64, 3]
     assert sampled["x0_kept"] is True
+    assert outputs["label_expand"]["text"][0].startswith("expanded:4:expand.")  # ran inside the expansion
 
     folders = json.loads(outputs["folders"]["text"][0])
     ours = app.folders
