@@ -3,6 +3,7 @@
     IPAdapterPlusLoader(ipadapter_name, negative_name) -> IPADAPTER
     IPAdapterPlusApply(model, ipadapter, clip_vision_output, weight, stop) -> MODEL
     FooocusImagePrompt(model, clip_vision, ipadapter, image, cn_type, stop, weight) -> MODEL
+    FooocusImagePromptPreprocess(image, cn_type, skip_preprocessors) -> IMAGE (the debug view)
 
 Each applied image prompt adds one attn2 kv patch to the MODEL (its image tokens' K/V computed
 here, once; the executor caches the result per image); several chain. The Fooocus sampler drops
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from models.face_align import align_face
 from models.ip_adapter import ImagePromptPatch, load_ip_adapter, load_ip_negative
 
 from ..clip_vision import encode_images
+from ..images import pil_to_tensor, tensor_to_pil
 from ..runtime import manage, placement, services, use
 
 FOLDER = "controlnet"
@@ -26,6 +29,7 @@ IMAGE_PROMPT_FILE = "ip-adapter-plus_sdxl_vit-h.bin"
 FACE_SWAP_FILE = "ip-adapter-plus-face_sdxl_vit-h.bin"
 NEGATIVE_FILE = "fooocus_ip_negative.safetensors"
 CN_TYPES = ("ImagePrompt", "FaceSwap")
+CLIP_VISION_SIZE = 224  # ViT-H/14's input: Fooocus stretches every image prompt to it
 DEFAULTS = {"ImagePrompt": (0.5, 0.6), "FaceSwap": (0.9, 0.75)}  # (stop, weight), spec §10
 
 
@@ -136,8 +140,35 @@ class FooocusImagePrompt:
         return (with_image_prompt(model, patch),)
 
 
+class FooocusImagePromptPreprocess:
+    """What an ImagePrompt / FaceSwap slot shows the CLIP vision encoder: the face crop (FaceSwap,
+    unless skip_preprocessors), stretched to 224 px with Lanczos. Fooocus' "Debug Preprocessors"
+    returns this image instead of generating."""
+
+    CATEGORY = "fooocus/image_prompt"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "preprocess"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "cn_type": (["ImagePrompt", "FaceSwap"], {"default": "ImagePrompt"}),
+                             "skip_preprocessors": ("BOOLEAN", {"default": False})},
+                "optional": {"face_detector": ("FACE_DETECTOR",)}}
+
+    def preprocess(self, image, cn_type, skip_preprocessors=False, face_detector=None):
+        results = []
+        for single in image:
+            if cn_type == "FaceSwap" and not skip_preprocessors and face_detector is not None:
+                single = _face_crop(single, face_detector)
+            pil = tensor_to_pil(single[..., :3]).resize((CLIP_VISION_SIZE, CLIP_VISION_SIZE), Image.LANCZOS)
+            results.append(pil_to_tensor(pil))
+        return (torch.stack(results),)
+
+
 NODE_CLASS_MAPPINGS = {"IPAdapterPlusLoader": IPAdapterPlusLoader, "IPAdapterPlusApply": IPAdapterPlusApply,
-                       "FooocusImagePrompt": FooocusImagePrompt}
+                       "FooocusImagePrompt": FooocusImagePrompt,
+                       "FooocusImagePromptPreprocess": FooocusImagePromptPreprocess}
 NODE_DISPLAY_NAME_MAPPINGS = {"IPAdapterPlusLoader": "IP-Adapter plus loader",
                               "IPAdapterPlusApply": "IP-Adapter plus: apply (Fooocus injection)",
-                              "FooocusImagePrompt": "Fooocus image prompt (ImagePrompt / FaceSwap)"}
+                              "FooocusImagePrompt": "Fooocus image prompt (ImagePrompt / FaceSwap)",
+                              "FooocusImagePromptPreprocess": "Fooocus image prompt preprocessing (debug view)"}

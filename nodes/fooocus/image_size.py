@@ -10,7 +10,9 @@ from PIL import Image
 
 from models.image_sizes import shape_ceil_steps, upscale_target
 
-from ..images import pil_to_tensor, tensor_to_pil
+from ..images import UPSCALE_METHODS, ImageScale, pil_to_tensor, tensor_to_pil
+
+LATENT_CELL = 8  # pixels per latent cell of the SD/SDXL VAEs
 
 
 def lanczos(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -65,6 +67,28 @@ class FooocusUpscaleResize:
         return (torch.stack([lanczos(single, *target.size) for single in image]),)
 
 
-NODE_CLASS_MAPPINGS = {"FooocusImageShapeCeil": FooocusImageShapeCeil, "FooocusUpscaleResize": FooocusUpscaleResize}
+class FooocusImageScaleToLatent:
+    """An image resized to the pixel size of a latent (8 px per latent cell): the hint of an image
+    prompt when the generation size is only known inside the graph (vary, upscale, inpaint),
+    as Fooocus resizes ControlNet images to the size it generates at."""
+
+    CATEGORY = "fooocus/image"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "resize"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "latent": ("LATENT", {"tooltip": "the latent to match"}),
+                             "upscale_method": (UPSCALE_METHODS, {"default": "lanczos"}),
+                             "crop": (["disabled", "center"], {"default": "center"})}}
+
+    def resize(self, image, latent, upscale_method="lanczos", crop="center"):
+        height, width = (int(side) * LATENT_CELL for side in latent["samples"].shape[-2:])
+        return ImageScale().upscale(image, upscale_method, width, height, crop)
+
+
+NODE_CLASS_MAPPINGS = {"FooocusImageShapeCeil": FooocusImageShapeCeil, "FooocusUpscaleResize": FooocusUpscaleResize,
+                       "FooocusImageScaleToLatent": FooocusImageScaleToLatent}
 NODE_DISPLAY_NAME_MAPPINGS = {"FooocusImageShapeCeil": "Fooocus image shape ceil",
-                              "FooocusUpscaleResize": "Fooocus upscale resize"}
+                              "FooocusUpscaleResize": "Fooocus upscale resize",
+                              "FooocusImageScaleToLatent": "Fooocus image scale to latent size"}

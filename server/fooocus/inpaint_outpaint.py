@@ -6,6 +6,9 @@ decides what the request means: no input image, or neither a mask with something
 an outpaint side, is plain text-to-image (as Fooocus-API answers it); the additional prompt goes
 first; an inpaint engine forces the refiner switch to 80 % of the steps and, without a refiner,
 runs the base model unpatched for those last steps (Fooocus' "synthetic refiner").
+With image prompts (the image-prompt route, or any v2 request whose `image_prompts` have images)
+they are mixed in, as Fooocus-API's auto-mixing does: `inpaint_outpaint_ip.json`; a request
+with nothing to inpaint then goes to text-to-image with its image prompts (`fallback`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from models.inpaint.engine import HEAD_FILE, patch_file_for
 from models.inpaint.masks import needs_inpaint, parse_outpaint_sides, prepare_mask
 from workflows import Workflow
 
+from .image_prompt import ImagePromptSlots, active_image_prompts, mixed_workflow
 from .input_store import InputImageStore
 from .jobs import JobCannotRun, JobPlan
 from .planner import TextToImagePlanner
@@ -28,19 +32,31 @@ NO_ENGINE = "None"
 
 
 class InpaintOutpaintPlanner:
-    def __init__(self, shared: TextToImagePlanner, inputs: InputImageStore,
-                 upscaler_name: str = DEFAULT_UPSCALER) -> None:
+    def __init__(self, shared: TextToImagePlanner, inputs: InputImageStore, slots: ImagePromptSlots,
+                 fallback=None, upscaler_name: str = DEFAULT_UPSCALER) -> None:
         self.shared = shared
         self.inputs = inputs
+        self.slots = slots
+        self.fallback = fallback or shared
         self.upscaler_name = upscaler_name
         self.workflow = Workflow.load("inpaint_outpaint")
+        self.mixed = mixed_workflow("inpaint_outpaint")
 
     def __call__(self, job_type: str, params: dict, job_id: str) -> JobPlan:
         request = InpaintOutpaintRequestV2.model_validate(params)
         sides = parse_outpaint_sides([side.value for side in request.outpaint_selections])
         if not request.input_image or not self._has_work(request, sides):
-            return self.shared(job_type, params, job_id)
+            return self.fallback(job_type, params, job_id)
         advanced = request.advanced_params
+        prompts = active_image_prompts(request.image_prompts)
+        width, height = self.inputs.size(request.input_image)
+        if prompts and advanced.debugging_cn_preprocessor:
+            return self.slots.debug_plan(request, prompts, job_id, width, height)
+        workflow, slot_values, slot_enabled = self.workflow, {}, {}
+        if prompts:
+            workflow = self.mixed
+            slot_values, slot_enabled = self.slots.values(prompts, advanced,
+                                                          plain_model=workflow.graph["ip_1"]["inputs"]["model"])
         if request.inpaint_additional_prompt.strip():
             request = request.model_copy(update={
                 "prompt": f"{request.inpaint_additional_prompt}\n{request.prompt}"})
@@ -53,7 +69,6 @@ class InpaintOutpaintPlanner:
             warnings.append(f"the upscaler {self.upscaler_name} is missing from {UPSCALER_FOLDER}/: small "
                             "inpaint regions are enlarged without super-resolution")
         steps = job.steps.steps
-        width, height = self.inputs.size(request.input_image)
         runs = []
         for task in job.tasks:
             values, enabled = self.shared.sampling_values(job, task, job_id, width, height)
@@ -79,7 +94,9 @@ class InpaintOutpaintPlanner:
             if request.input_mask:
                 values["input_mask"] = request.input_mask
             enabled.update({"mask": bool(request.input_mask), "upscaler": use_upscaler})
-            runs.append(self.shared.run_spec(self.workflow, values, enabled))
+            values.update(slot_values)
+            enabled.update(slot_enabled)
+            runs.append(self.shared.run_spec(workflow, values, enabled))
         return JobPlan(runs, [task.seed for task in job.tasks], steps, warnings)
 
     def _has_work(self, request: InpaintOutpaintRequestV2, sides) -> bool:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -263,6 +264,23 @@ class ImagePrompt(BaseModel):
         return self.cn_weight or CONTROLNET_DEFAULTS[self.cn_type][1]
 
 
+MAX_IMAGE_PROMPTS = 4  # Fooocus' image-prompt slots
+MAX_IMAGE_PROMPT_ENTRIES = 16  # entries with or without an image (Fooocus-API's v2 pads the list to 5)
+
+
+def _at_most_four_with_images(prompts: list[ImagePrompt]) -> list[ImagePrompt]:
+    """More images than slots would be silently dropped by Fooocus-API: refuse them instead."""
+    with_images = sum(1 for prompt in prompts if prompt.cn_img)
+    if with_images > MAX_IMAGE_PROMPTS:
+        raise ValueError(f"at most {MAX_IMAGE_PROMPTS} image prompts with an image (Fooocus has "
+                         f"{MAX_IMAGE_PROMPTS} slots); this request has {with_images}")
+    return prompts
+
+
+ImagePromptList = Annotated[list[ImagePrompt], Field(max_length=MAX_IMAGE_PROMPT_ENTRIES),
+                            AfterValidator(_at_most_four_with_images)]
+
+
 class OutpaintFields(BaseModel):
     """Inpaint/outpaint fields shared by the inpaint and image-prompt routes (v1 and v2)."""
 
@@ -310,7 +328,7 @@ def _capitalised(item: Any) -> Any:
 class TextToImageWithIPRequest(CommonRequest):
     """POST /v2/generation/text-to-image-with-ip."""
 
-    image_prompts: list[ImagePrompt] = Field(default_factory=list)
+    image_prompts: ImagePromptList = Field(default_factory=list)
 
 
 class UpscaleVaryRequestV2(CommonRequest):
@@ -320,7 +338,7 @@ class UpscaleVaryRequestV2(CommonRequest):
     uov_method: UpscaleOrVaryMethod = UpscaleOrVaryMethod.UPSCALE_2
     # Only used by 'Upscale (Custom)'.
     upscale_value: Optional[float] = Field(None, ge=1.0, le=5.0)
-    image_prompts: list[ImagePrompt] = Field(default_factory=list)
+    image_prompts: ImagePromptList = Field(default_factory=list)
 
 
 class InpaintOutpaintRequestV2(OutpaintFields, CommonRequest):
@@ -328,7 +346,7 @@ class InpaintOutpaintRequestV2(OutpaintFields, CommonRequest):
 
     input_image: Optional[str] = ""
     input_mask: Optional[str] = None
-    image_prompts: list[ImagePrompt] = Field(default_factory=list)
+    image_prompts: ImagePromptList = Field(default_factory=list)
 
 
 class ImagePromptRequestV2(OutpaintFields, CommonRequest):
@@ -336,7 +354,7 @@ class ImagePromptRequestV2(OutpaintFields, CommonRequest):
 
     input_image: Optional[str] = None
     input_mask: Optional[str] = None
-    image_prompts: list[ImagePrompt]
+    image_prompts: ImagePromptList
 
 
 # ---------------------------------------------------------------- v1 (multipart, images as bytes)

@@ -12,7 +12,7 @@ from server.jobs import JobType
 
 from .api import FooocusAPI
 from .describe import DescribeRoutes
-from .image_prompt import ImagePromptJobPlanner, ImagePromptPlanner
+from .image_prompt import ImagePromptJobPlanner, ImagePromptPlanner, ImagePromptSlots
 from .image_routes import ImageRoutes
 from .inpaint_outpaint import InpaintOutpaintPlanner
 from .input_store import InputImageStore
@@ -48,9 +48,12 @@ def attach_fooocus_api(app, **webhook_options) -> FooocusAPI:
     planner = TextToImagePlanner(app.registry, folders, FooocusLibraries(styles, wildcards, preset),
                                  fetcher=app.fetcher)
     inputs = InputImageStore(config.input_dir)
-    inpaint, image_prompts = InpaintOutpaintPlanner(planner, inputs), ImagePromptPlanner(planner)
+    slots = ImagePromptSlots(planner)
+    image_prompts = ImagePromptPlanner(planner, slots)
+    inpaint = InpaintOutpaintPlanner(planner, inputs, slots, fallback=image_prompts)
     planners = JobTypePlanner(planner, {JobType.TEXT_TO_IMAGE.value: image_prompts,
-                                        JobType.IMAGE_UPSCALE_VARY.value: UpscaleVaryPlanner(planner, inputs),
+                                        JobType.IMAGE_UPSCALE_VARY.value: UpscaleVaryPlanner(
+                                            planner, inputs, slots, fallback=image_prompts),
                                         JobType.IMAGE_INPAINT_OUTPAINT.value: inpaint,
                                         JobType.IMAGE_PROMPT.value: ImagePromptJobPlanner(image_prompts, inpaint)})
     vocabulary = Vocabulary.of(styles.names(), SAMPLER_NAMES + EXTRA_SAMPLER_NAMES,

@@ -7,6 +7,9 @@ Three workflows, one per shape of the work:
 * `upscale_fast.json`: super-resolution resized to the factor and saved, no diffusion ("Upscale
   (Fast 2x)", and results above 2800 px, which Fooocus also returns directly).
 The request's `input_image` is the name of the stored input (server.fooocus.input_store).
+Image prompts with images are mixed into vary and upscale (`vary_ip.json`, `upscale_ip.json`), as
+Fooocus-API's auto-mixing does; "Disabled" goes to text-to-image with its image prompts
+(`fallback`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from models.image_sizes import size_after_shape_ceil, upscale_target, vary_shape
 from nodes.fooocus.prompt_processing import resolve_seed
 from workflows import Workflow
 
+from .image_prompt import ImagePromptSlots, active_image_prompts, mixed_workflow
 from .input_store import InputImageStore
 from .jobs import JobCannotRun, JobPlan
 from .planner import PreparedJob, TextToImagePlanner, checkpoint_keys
@@ -33,20 +37,23 @@ SD15_TEXT_ENCODER_PREFIX = "cond_stage_model."
 
 
 class UpscaleVaryPlanner:
-    def __init__(self, shared: TextToImagePlanner, inputs: InputImageStore,
-                 upscaler_name: str = DEFAULT_UPSCALER) -> None:
+    def __init__(self, shared: TextToImagePlanner, inputs: InputImageStore, slots: ImagePromptSlots,
+                 fallback=None, upscaler_name: str = DEFAULT_UPSCALER) -> None:
         self.shared = shared
         self.inputs = inputs
+        self.slots = slots
+        self.fallback = fallback or shared
         self.upscaler_name = upscaler_name
         self.vary = Workflow.load("vary")
         self.upscale = Workflow.load("upscale")
         self.upscale_fast = Workflow.load("upscale_fast")
+        self.mixed = {"vary": mixed_workflow("vary"), "upscale": mixed_workflow("upscale")}
 
     def __call__(self, job_type: str, params: dict, job_id: str) -> JobPlan:
         request = UpscaleVaryRequestV2.model_validate(params)
         method = request.uov_method
-        if method is Method.DISABLED:  # Fooocus skips the tab: a plain text-to-image job
-            return self.shared(job_type, params, job_id)
+        if method is Method.DISABLED:  # Fooocus skips the tab: text-to-image (with any image prompts)
+            return self.fallback(job_type, params, job_id)
         width, height = self.inputs.size(request.input_image)
         if method in VARY_DENOISE:
             return self._vary(request, job_id, width, height)
@@ -60,7 +67,7 @@ class UpscaleVaryPlanner:
         h, w = size_after_shape_ceil(height, width, ceil)
         job = self.shared.prepare(request)
         extra = {"input_image": request.input_image, "shape_ceil": ceil}
-        return self._sampling_plan(self.vary, job, job_id, w // 8 * 8, h // 8 * 8, denoise, extra)
+        return self._sampling_plan("vary", job, job_id, w // 8 * 8, h // 8 * 8, denoise, extra)
 
     # --- Upscale -----------------------------------------------------------------------------
     def _upscale(self, request: UpscaleVaryRequestV2, job_id: str, width: int, height: int) -> JobPlan:
@@ -80,7 +87,7 @@ class UpscaleVaryPlanner:
         denoise = strength if strength > 0 else UPSCALE_DENOISE
         job = self.shared.prepare(request, upscale_steps=True)
         w, h = target.size
-        return self._sampling_plan(self.upscale, job, job_id, w // 8 * 8, h // 8 * 8, denoise, extra)
+        return self._sampling_plan("upscale", job, job_id, w // 8 * 8, h // 8 * 8, denoise, extra)
 
     def _require_upscaler(self) -> None:
         if self.upscaler_name not in self.shared.folders.list(UPSCALER_FOLDER):
@@ -90,10 +97,19 @@ class UpscaleVaryPlanner:
                                "(Fooocus' file is on Hugging Face, lllyasviel/misc)")
 
     # --- shared ------------------------------------------------------------------------------
-    def _sampling_plan(self, workflow: Workflow, job: PreparedJob, job_id: str, width: int, height: int,
+    def _sampling_plan(self, kind: str, job: PreparedJob, job_id: str, width: int, height: int,
                        denoise: float, extra: dict) -> JobPlan:
+        request = job.request
+        prompts = active_image_prompts(request.image_prompts)
+        if prompts and request.advanced_params.debugging_cn_preprocessor:
+            return self.slots.debug_plan(request, prompts, job_id, width, height)
         warnings = list(job.warnings)
         links = self._model_links(job, denoise, warnings)
+        if prompts and links["refiner_only"]:
+            # the adapters and Control-LoRAs are made for the SDXL base, which does not run here
+            warnings.append("image prompts are not applied: only the SD1.5 refiner runs at this partial denoise")
+            prompts = []
+        workflow = self.mixed[kind] if prompts else getattr(self, kind)
         runs = []
         for task in job.tasks:
             values, enabled = self.shared.sampling_values(job, task, job_id, width, height)
@@ -102,6 +118,11 @@ class UpscaleVaryPlanner:
             if links["base_only"]:
                 values.pop("refiner_model", None)
             values.update({**extra, "denoise": denoise, **links["slots"]})
+            if prompts:
+                slot_values, slot_enabled = self.slots.values(prompts, request.advanced_params,
+                                                              plain_model=values["sampler_model"])
+                values.update(slot_values)
+                enabled.update(slot_enabled)
             runs.append(self.shared.run_spec(workflow, values, enabled))
         return JobPlan(runs, [task.seed for task in job.tasks], job.steps.steps, warnings)
 
@@ -128,3 +149,4 @@ class UpscaleVaryPlanner:
     def _is_sd15(self, checkpoint: str) -> bool:
         keys = checkpoint_keys(self.shared.folders.path("checkpoints", checkpoint))
         return any(key.startswith(SD15_TEXT_ENCODER_PREFIX) for key in keys)
+
