@@ -16,7 +16,6 @@ from graph import validate_prompt
 from models.detection import CheckpointInfo
 from models.unet import UNetConfig
 from models.sampling.guiders import DualCFGDenoiser, PerpNegDenoiser, make_rescale_cfg
-from models.sampling.model_sampling import DiscreteModelSampling
 from nodes.custom_sampling import (AlignYourStepsScheduler, BasicScheduler, BetaSamplingScheduler,
                                    ExponentialScheduler, FlipSigmas, KarrasScheduler, KSamplerSelect,
                                    PolyexponentialScheduler, SamplerDPMPP_2M_SDE, SamplerDPMPP_SDE,
