@@ -2,7 +2,9 @@
 
 Module attributes ComfyUI keeps as globals (models_dir, output_directory, folder_names_and_paths,
 ...) are computed on each access from the bound App, so they follow it (and extra model roots of
-ModelFolders) instead of freezing at a pack's import. Folders a pack adds live in the binding.
+ModelFolders) instead of freezing at a pack's import. A directory a pack adds to one of our
+folders becomes an extra root of ModelFolders (our nodes list it too); folders of a pack's own
+(names we do not have) live in the binding.
 """
 from __future__ import annotations
 
@@ -40,26 +42,39 @@ def get_folder_paths(folder_name: str) -> list[str]:
     """Every directory of a folder: ModelFolders' roots first, then any a pack added."""
     binding = bound("folder_paths.get_folder_paths")
     folder_name = map_legacy(folder_name)
-    paths: list[str] = []
     if folder_name in _our_folders(binding):
-        paths = [str(p) for p in binding.app.folders.directories(folder_name)]
-    paths += [p for p in binding.pack_folders.get(folder_name, ([], None))[0] if p not in paths]
-    if not paths:
+        return [str(p) for p in binding.app.folders.directories(folder_name)]
+    if folder_name not in binding.pack_folders:
         raise KeyError(folder_name)  # ComfyUI: folder_names_and_paths[name] of an unknown folder
-    return paths
+    return list(binding.pack_folders[folder_name][0])
 
 
 def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: bool = False) -> None:
+    """One of our folders gains the directory as an extra root (so our own nodes list its files
+    too, after our models dir; is_default puts it right after ours); a folder of the pack's own
+    making lives in the binding."""
     binding = bound("folder_paths.add_model_folder_path")
     folder_name = map_legacy(folder_name)
-    directories, extensions = binding.pack_folders.get(folder_name, ([], None))
-    if folder_name not in binding.pack_folders and folder_name not in _our_folders(binding):
-        extensions = set(supported_pt_extensions)
     path = str(full_folder_path)
+    if folder_name in _our_folders(binding):
+        _add_root(binding, folder_name, path, is_default)
+        return
+    directories, extensions = binding.pack_folders.get(folder_name, ([], set(supported_pt_extensions)))
     if path in directories:
         directories.remove(path)
     directories.insert(0, path) if is_default else directories.append(path)
     binding.pack_folders[folder_name] = (directories, extensions)
+
+
+def _add_root(binding, folder_name: str, path: str, first: bool = False) -> None:
+    from server.folders import ModelRoot
+
+    folders = binding.app.folders
+    if Path(path) in folders.directories(folder_name):
+        return
+    root = ModelRoot(f"custom node pack folder {folder_name}: {path}", folders={folder_name: (Path(path),)})
+    folders.roots.insert(1, root) if first else folders.roots.append(root)
+    folders.invalidate(folder_name)  # cached listings only watch the directories they walked
 
 
 def _walk(directory: str, extensions: set[str]) -> list[str]:
@@ -75,9 +90,9 @@ def _walk(directory: str, extensions: set[str]) -> list[str]:
 def get_filename_list(folder_name: str) -> list[str]:
     binding = bound("folder_paths.get_filename_list")
     folder_name = map_legacy(folder_name)
-    names: set[str] = set()
     if folder_name in _our_folders(binding):
-        names.update(binding.app.folders.list(folder_name))
+        return binding.app.folders.list(folder_name)
+    names: set[str] = set()
     extensions = _extensions(binding, folder_name)
     for directory in binding.pack_folders.get(folder_name, ([], None))[0]:
         if os.path.isdir(directory):
@@ -92,7 +107,7 @@ def get_full_path(folder_name: str, filename: str) -> str | None:
         try:
             return str(binding.app.folders.path(folder_name, filename))
         except FileNotFoundError:
-            pass
+            return None
     if ".." in Path(filename).parts or os.path.isabs(filename):
         return None
     for directory in binding.pack_folders.get(folder_name, ([], None))[0]:
@@ -193,11 +208,17 @@ class _FolderTable(MutableMapping):
         binding = bound("folder_paths.folder_names_and_paths")
         directories, extensions = value
         name = map_legacy(name)
-        ours = [str(p) for p in binding.app.folders.directories(name)] if name in _our_folders(binding) else []
-        binding.pack_folders[name] = ([str(d) for d in directories if str(d) not in ours], set(extensions or ()))
+        if name in _our_folders(binding):  # our folders keep their roots and extensions; new directories join
+            for directory in directories:
+                _add_root(binding, name, str(directory))
+        else:
+            binding.pack_folders[name] = ([str(d) for d in directories], set(extensions or ()))
 
     def __delitem__(self, name):
-        bound("folder_paths.folder_names_and_paths").pack_folders.pop(map_legacy(name))
+        binding = bound("folder_paths.folder_names_and_paths")
+        if map_legacy(name) in _our_folders(binding):
+            raise not_provided(f"del folder_paths.folder_names_and_paths[{name!r}]", "our model folders stay")
+        binding.pack_folders.pop(map_legacy(name))
 
     def __iter__(self):
         binding = bound("folder_paths.folder_names_and_paths")

@@ -51,8 +51,9 @@ class Binding:
 
     app: Any  # server.app.App
     prompt_server: Any  # comfy_compat.prompt_server.PromptServer
-    # folders packs add (folder_paths.add_model_folder_path / folder_names_and_paths[...] = ...):
-    # name -> ([directories], {extensions} or None). Our own folders keep their ModelFolders roots.
+    # folders of a pack's own (names ModelFolders does not have), from folder_paths.add_model_folder_path
+    # or folder_names_and_paths[...] = ...: name -> ([directories], {extensions}). A directory added to
+    # one of our folders becomes an extra root of the App's ModelFolders instead.
     pack_folders: dict[str, tuple[list[str], set[str] | None]] = field(default_factory=dict)
 
     @property

@@ -62,7 +62,8 @@ def adapt(node_cls: type) -> tuple[str, type, str | None]:
     outputs = schema.outputs
 
     def execute(self, **kwargs):
-        values = {name[len(HIDDEN_PREFIX):]: kwargs.pop(name) for name in list(kwargs) if name.startswith(HIDDEN_PREFIX)}
+        values = {name[len(HIDDEN_PREFIX):]: kwargs.pop(name)
+                  for name in list(kwargs) if name.startswith(HIDDEN_PREFIX)}
         call_cls = type(node_cls.__name__, (node_cls,), {"hidden": io.HiddenHolder(**values)})
         result = call_cls.execute(**kwargs)
         if inspect.isawaitable(result):

@@ -41,6 +41,8 @@ def model_roots(tmp_path_factory):
     write_tiny_tokenizer(models / TINY_TOKENIZER_DIR)
     (comfy_models / "loras").mkdir(parents=True)
     (comfy_models / "loras" / "extra_lora.safetensors").write_bytes(b"0")
+    (root / "pack_loras").mkdir()  # v1_utils adds it to loras at import
+    (root / "pack_loras" / "pack_lora.safetensors").write_bytes(b"0")
     return models, comfy_models
 
 
@@ -133,6 +135,9 @@ async def test_every_class_in_object_info_and_failed_packs_reported(served):
     assert label["output_node"] is True and set(label["input"]["hidden"].values()) == {"UNIQUE_ID", "PROMPT"}
     assert label["input"]["required"]["text"] == ["STRING", {"multiline": True, "default": "hello"}]
     assert info["SignalProgress"]["display_name"] == "Signal progress"
+    # a directory a pack adds to one of our folders is listed by our own nodes too
+    lora_names = info["LoraLoader"]["input"]["required"]["lora_name"][0]
+    assert lora_names == ["extra_lora.safetensors", "pack_lora.safetensors"]
     assert info["SignalProgress"]["python_module"] == "custom_nodes.signal_pack"
 
     stats = (await (await client.get("/system_stats")).json())["custom_nodes"]
@@ -168,6 +173,7 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     assert folders["checkpoints"] == ours.list("checkpoints") == ["base/tiny.safetensors"]
     assert folders["loras_paths"] == [str(p) for p in ours.directories("loras")]
     assert any("comfyui" in p for p in folders["loras_paths"])  # the extra root is followed
+    assert folders["loras_paths"][-1].endswith("pack_loras")  # and the pack's own directory
     assert folders["ckpt_path"] == str(ours.path("checkpoints", "base/tiny.safetensors"))
     assert folders["missing_path"] is None
     assert folders["models_dir"] == str(ours.root.resolve())
@@ -191,8 +197,10 @@ async def test_every_class_runs_and_folder_paths_answers_equal_our_folders(serve
     assert devices["vae_type"] == "VaeSocket" and devices["validates"] is True
 
     import folder_paths  # the same answers in-process, outside any node
-    assert folder_paths.get_filename_list("loras") == ours.list("loras") == ["extra_lora.safetensors"]
-    assert folder_paths.get_full_path("loras", "extra_lora.safetensors") == str(ours.path("loras", "extra_lora.safetensors"))
+    assert folder_paths.get_filename_list("loras") == ours.list("loras") == ["extra_lora.safetensors",
+                                                                             "pack_lora.safetensors"]
+    assert folder_paths.get_full_path("loras", "extra_lora.safetensors") == \
+        str(ours.path("loras", "extra_lora.safetensors"))
     assert folder_paths.get_folder_paths("clip") == [str(p) for p in ours.directories("text_encoders")]
 
     import nodes  # ComfyUI's names on our nodes package: built-ins lazily, registered mappings live
@@ -246,7 +254,8 @@ async def test_interrupt_ends_a_pack_node_that_checks_for_it(served):
     app, client = served
     client_id = uuid.uuid4().hex
     ws = await client.ws_connect(f"/ws?clientId={client_id}")
-    prompt = {"wait": {"class_type": "V1WaitForInterrupt", "inputs": {"slices": HOLD_STEPS, "slice_seconds": HOLD_DELAY}},
+    prompt = {"wait": {"class_type": "V1WaitForInterrupt",
+                       "inputs": {"slices": HOLD_STEPS, "slice_seconds": HOLD_DELAY}},
               "out": {"class_type": "V3AsyncLabel", "inputs": {"text": "x", "width": ["wait", 0]}}}
     response = await client.post("/prompt", json={"prompt": prompt, "client_id": client_id})
     prompt_id = (await response.json())["prompt_id"]
