@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,9 @@ FOLDERS: dict[str, tuple[tuple[str, ...], frozenset | None]] = {
     "presets": (("presets",), frozenset({".json"})),
     "wildcards": (("wildcards",), frozenset({".txt"})),
 }
+# A directory changed this recently may change again within the file system's timestamp tick
+# without its mtime moving (git's "racy" index entries): such a listing is rescanned next time.
+RACY_WINDOW_NS = 2_000_000_000
 # ComfyUI's older names for our folders (extra_model_paths.yaml keys, ComfyUI model dirs)
 ALIASES = {"clip": "text_encoders", "unet": "diffusion_models", "t2i_adapter": "controlnet"}
 
@@ -63,6 +67,7 @@ class ModelRoot:
 class _Listing:
     signature: tuple  # (directory, mtime_ns or None) of every directory the scan walked
     names: list[str]
+    racy: bool  # a walked directory had changed within RACY_WINDOW_NS of the scan: not trusted
 
 
 class ModelFolders:
@@ -117,12 +122,27 @@ class ModelFolders:
         directories = self.directories(folder)
         with self._lock:
             cached = self._listings.get(folder)
-        if cached is not None and _still_valid(cached.signature):
+        if cached is not None and not cached.racy and _still_valid(cached.signature):
             return list(cached.names)
+        started = time.time_ns()
         names, signature = _scan(directories, FOLDERS[folder][1])
+        racy = any(mtime is not None and mtime > started - RACY_WINDOW_NS for _, mtime in signature)
         with self._lock:
-            self._listings[folder] = _Listing(signature, names)
+            self._listings[folder] = _Listing(signature, names, racy)
         return list(names)
+
+    def locate(self, relative: str) -> Path:
+        """A path under a models root (e.g. `prompt_expansion/fooocus_expansion`) in the first root
+        that has it; in ours when none has (where a download or the demo would put it)."""
+        top, _, rest = relative.partition("/")
+        folder = ALIASES.get(top, top)
+        if folder not in FOLDERS:
+            return self.root / relative
+        directories = self.directories(folder)
+        for directory in directories:
+            if (directory / rest).exists():
+                return directory / rest
+        return directories[0] / rest
 
     def path(self, folder: str, name: str) -> Path:
         """The file `name` of `folder` from the first root that has it; refuses names that leave the folder."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 
 import torch
 
@@ -118,7 +117,7 @@ class FooocusPromptExpansion:
 
     def expand(self, text, seed):
         if self._expansion is None:
-            folder = Path(services().folders.root) / EXPANSION_FOLDER
+            folder = services().folders.locate(EXPANSION_FOLDER)  # the first model root that has it
             manager = services().models
             # GPT-2 runs where the diffusion models run (float32: its sampling is seeded per image)
             device = manager.device if manager is not None else "cpu"

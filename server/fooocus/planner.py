@@ -157,7 +157,7 @@ class TextToImagePlanner:
             request.image_number, resolve_seed(request.image_seed), styles=self.libraries.styles,
             wildcards=self.libraries.wildcards, lora_filenames=lora_files, performance_lora=performance_lora)
 
-        expansion_ok = not missing_expansion_files(Path(self.folders.root) / EXPANSION_FOLDER)
+        expansion_ok = not missing_expansion_files(self.folders.locate(EXPANSION_FOLDER))  # any model root
         if any(task.use_expansion for task in tasks) and not expansion_ok:
             warnings.append("Fooocus V2 expansion model missing; prompts are not expanded")
         return PreparedJob(request, base, refiner, settings, steps, tasks, expansion_ok, warnings)
