@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.sampling.areas import mask_bounds, pair_opposite_areas, RegionCond, resolve_area
+from models.sampling.areas import calc_cond_batch, mask_bounds, pair_opposite_areas, RegionCond, resolve_area
 from models.sampling.model_sampling import DiscreteModelSampling
 from models.tiny import tiny_sd15_spec
 from nodes.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetArea,
@@ -177,6 +177,25 @@ def test_strength_percentage_areas_and_batches(model):
     pixels = denoise(model, ToyUNet(), ConditioningCombine().combine(prompt(1.0), by_pixels)[0], None, 1.0, x, sigma)
     torch.testing.assert_close(pixels, blend(x, sigma, [(torch.ones(SIZE, SIZE), 1.0),
                                                         (area_weight((8, 4, 8, 4), 2.5), 2.0)]), rtol=1e-5, atol=1e-5)
+
+
+def test_max_batch_splits_the_calls_without_changing_the_blend():
+    x, sigma = latent(seed=5), torch.tensor([2.0])
+    calls = []
+
+    def toy(crop, sigma, context):
+        calls.append(crop.shape[0])
+        return crop * 0.5 + context.view(-1, 1, 1, 1)
+
+    sides = [[RegionCond({"context": torch.full((1,), float(v))}, area=(8, 8, 0, 8 * (v % 2))) for v in range(4)],
+             [RegionCond({"context": torch.zeros(1)})]]
+    whole = calc_cond_batch(toy, sides, x, sigma)
+    assert calls == [4, 1]
+    calls.clear()
+    split = calc_cond_batch(toy, sides, x, sigma, max_batch=3)
+    assert calls == [3, 1, 1]
+    for a, b in zip(whole, split):
+        torch.testing.assert_close(a, b)
 
 
 def test_pairing_keeps_an_existing_same_area_opposite():

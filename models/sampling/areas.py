@@ -18,7 +18,7 @@ compares like with like inside each area.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,6 @@ class RegionCond:
     mask_strength: float = 1.0
     sigma_start: float | None = None
     sigma_end: float | None = None
-    extras: dict = field(default_factory=dict)  # not used by the maths; kept for callers' bookkeeping
 
     @property
     def is_plain(self) -> bool:
