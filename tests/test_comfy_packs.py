@@ -6,6 +6,7 @@ async execute), routes + WEB_DIRECTORY, send_sync progress, a missing dependency
 pip install at import.
 """
 import asyncio
+import importlib
 import json
 import subprocess
 import sys
@@ -327,6 +328,9 @@ def test_installs_refused_unless_the_flag_allows(pack_app_factory):
     app = pack_app_factory()
     with pytest.raises(InstallRefused, match="pip"):
         subprocess.run(command, check=True)
+    if "pip._internal.cli.main" not in sys.modules:  # pip.main([...]) in-process imports it
+        with pytest.raises(InstallRefused, match="pip._internal"):
+            importlib.import_module("pip._internal.cli.main")
     assert app.registry.failed_packs["installs_at_import"].startswith("InstallRefused")
     # bound by hand, without packs: with the flag the installing pack would really run pip
     allowing = pack_app_factory(allow_custom_node_installs=True, custom_nodes_dir=None)
