@@ -338,3 +338,22 @@ def test_installs_refused_unless_the_flag_allows(pack_app_factory):
     subprocess.run(command, check=True)
     comfy_compat.unbind(allowing)
     subprocess.run(command, check=True)  # nothing bound: nothing refused
+
+
+def test_calls_we_cannot_honour_raise_errors_naming_them(pack_app_factory):
+    import comfy.sample
+    import comfy.samplers
+    import comfy.utils
+    import folder_paths
+    from comfy_compat import NotProvided
+    from server import PromptServer
+
+    pack_app_factory()
+    for call, message in ((lambda: comfy.sample.sample(), "comfy.sample.sample"),
+                          (lambda: comfy.samplers.KSampler(), "comfy.samplers.KSampler"),
+                          (lambda: comfy.utils.tiled_scale, "comfy.utils.tiled_scale"),
+                          (lambda: folder_paths.get_user_directory(), "folder_paths.get_user_directory"),
+                          (lambda: PromptServer.instance.prompt_queue, "PromptServer.instance.prompt_queue")):
+        with pytest.raises(NotProvided, match=message.replace(".", r"\.")):
+            call()
+    assert not hasattr(comfy.utils, "tiled_scale")  # probes of optional features still work
