@@ -3,9 +3,10 @@
 A GUIDER value is a MODEL plus its conditionings and a rule. At sampling time
 (`nodes.custom_sampling.sample_with_guider`) it gets `build(positive, negative, guidance)`, the
 sampler core's conditioning evaluation (`sampler_core.build_denoiser` bound to the running UNet and
-latent), and returns the k-diffusion denoiser. Multi-prompt rules build one single-prompt denoiser
-per conditioning and mix their x0 predictions (models/sampling/guiders.py), so whatever the core
-evaluates for a conditioning (ControlNet, areas, masks) applies to every guider alike.
+latent), and returns the k-diffusion denoiser. Multi-prompt rules prepare each conditioning with
+it and evaluate them together per step (guidance.evaluate_conditions), mixing their x0 predictions
+(models/sampling/guiders.py), so whatever the core evaluates for a conditioning (ControlNet, areas,
+masks) applies to every guider alike.
 """
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ from .sampler_core import Guidance
 from .sockets import ModelSocket
 
 CFG = ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01})
+
+
+def _prepared(build, conditionings):
+    """The sampler core's conditioned denoiser and each conditioning's prepared inputs: one
+    single-prompt build_denoiser per conditioning (so areas, masks and ControlNets are read as the
+    core reads them), evaluated together per step by the guider."""
+    singles = [build(conditioning, None, Guidance(1.0)) for conditioning in conditionings]
+    return singles[0].denoiser, [single.positive for single in singles]
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,8 +54,8 @@ class DualCFGGuide:
     nested: bool
 
     def make_denoiser(self, build):
-        single = [build(cond, None, Guidance(1.0)) for cond in (self.cond1, self.cond2, self.negative)]
-        return DualCFGDenoiser(*single, self.cfg_conds, self.cfg_cond2_negative, self.nested,
+        denoiser, sides = _prepared(build, (self.cond1, self.cond2, self.negative))
+        return DualCFGDenoiser(denoiser, *sides, self.cfg_conds, self.cfg_cond2_negative, self.nested,
                                self.model.cfg_combine or standard_cfg)
 
 
@@ -60,8 +69,8 @@ class PerpNegGuide:
     neg_scale: float
 
     def make_denoiser(self, build):
-        single = [build(cond, None, Guidance(1.0)) for cond in (self.positive, self.negative, self.empty)]
-        return PerpNegDenoiser(*single, self.cfg, self.neg_scale)
+        denoiser, sides = _prepared(build, (self.positive, self.negative, self.empty))
+        return PerpNegDenoiser(denoiser, *sides, self.cfg, self.neg_scale)
 
 
 class CFGGuider:

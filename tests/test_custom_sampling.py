@@ -142,32 +142,34 @@ def test_sampler_nodes_carry_comfyui_options():
     torch.testing.assert_close(no_eta.sample(toy, x, sigmas, seed=1), euler.sample(toy, x, sigmas, seed=1))
 
 
-def _toy_denoisers():
-    """Three single-prompt x0 predictors that differ (x * a + b)."""
-    def make(a, b):
-        return lambda x, sigma: x * a + b
-    return make(0.5, 0.1), make(0.3, -0.2), make(0.1, 0.05)
+def _toy():
+    """A denoiser x0 = x * a + b and three prompts' inputs (a, b) that differ."""
+    def denoiser(x, sigma, a, b):
+        return x * a + b
+
+    sides = [{"a": torch.full((1, 1, 1, 1), a), "b": torch.full((1, 1, 1, 1), b)}
+             for a, b in ((0.5, 0.1), (0.3, -0.2), (0.1, 0.05))]
+    return denoiser, sides
 
 
 def test_dual_cfg_and_perp_neg_rules():
-    pos, mid, neg = _toy_denoisers()
+    denoiser, (pos, mid, neg) = _toy()
     x = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([2.0, 2.0])
-    p, m, n = pos(x, sigma), mid(x, sigma), neg(x, sigma)
-    regular = DualCFGDenoiser(pos, mid, neg, 3.0, 5.0)(x, sigma)
+    p, m, n = (denoiser(x, sigma, **side) for side in (pos, mid, neg))
+    regular = DualCFGDenoiser(denoiser, pos, mid, neg, 3.0, 5.0)(x, sigma)
     torch.testing.assert_close(regular, n + 5.0 * (m - n) + 3.0 * (p - m))
-    nested = DualCFGDenoiser(pos, mid, neg, 3.0, 5.0, nested=True)(x, sigma)
+    nested = DualCFGDenoiser(denoiser, pos, mid, neg, 3.0, 5.0, nested=True)(x, sigma)
     torch.testing.assert_close(nested, n + 5.0 * (m + 3.0 * (p - m) - n))
-    torch.testing.assert_close(DualCFGDenoiser(pos, mid, neg, 1.0, 1.0)(x, sigma), p)
-    torch.testing.assert_close(DualCFGDenoiser(pos, mid, neg, 2.0, 1.0)(x, sigma), m + 2.0 * (p - m))
+    torch.testing.assert_close(DualCFGDenoiser(denoiser, pos, mid, neg, 1.0, 1.0)(x, sigma), p)
+    torch.testing.assert_close(DualCFGDenoiser(denoiser, pos, mid, neg, 2.0, 1.0)(x, sigma), m + 2.0 * (p - m))
 
-    empty = neg
-    perp = PerpNegDenoiser(pos, mid, empty, 7.0, 0.8)(x, sigma)
-    e = empty(x, sigma)
-    a, b = p - e, m - e
+    perp = PerpNegDenoiser(denoiser, pos, mid, neg, 7.0, 0.8)(x, sigma)
+    a, b = p - n, m - n  # neg is the empty prompt here, mid the negative
     b_perp = b - (b * a).sum() / (a * a).sum() * a  # the negative's part orthogonal to the positive
-    torch.testing.assert_close(perp, e + 7.0 * (a - 0.8 * b_perp))
-    torch.testing.assert_close(PerpNegDenoiser(pos, mid, empty, 7.0, 0.0)(x, sigma), e + 7.0 * a)
+    torch.testing.assert_close(perp, n + 7.0 * (a - 0.8 * b_perp))
+    torch.testing.assert_close(PerpNegDenoiser(denoiser, pos, mid, neg, 7.0, 0.0)(x, sigma), n + 7.0 * a)
+    torch.testing.assert_close(PerpNegDenoiser(denoiser, pos, mid, neg, 1.0, 0.0)(x, sigma), p)
 
 
 def test_rescale_cfg_by_hand():

@@ -53,8 +53,14 @@ def test_guiders_reduce_to_cfg(setup):
     # Perp-Neg without its negative (neg_scale 0) is CFG against the empty prompt
     perp, _ = _run(PerpNegGuide(model, pos, mid, neg, 5.0, 0.0), latent)
     _same(perp["samples"], cfg["samples"])
-    full_perp, _ = _run(PerpNegGuide(model, pos, mid, neg, 5.0, 1.0), latent)
+    calls = []
+    hook = model.network.module.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        full_perp, _ = _run(PerpNegGuide(model, pos, mid, neg, 5.0, 1.0), latent)
+    finally:
+        hook.remove()
     assert (full_perp["samples"] - cfg["samples"]).abs().max() > 1e-3
+    assert calls == [3, 3]  # the three prompts share one UNet call per step (ComfyUI's calc_cond_batch)
     basic, _ = _run(CFGGuide(model, pos, None, 1.0), latent)
     one = sample(model, pos, neg, latent, seed=4, steps=2, guidance=Guidance(1.0), sampler_name="euler",
                  scheduler="karras", previews=False)

@@ -1,8 +1,9 @@
 """Guidance rules over several conditionings (ComfyUI's DualCFG and Perp-Neg guiders) and the
 RescaleCFG combine rule.
 
-Each guider is a k-diffusion denoiser `(x, sigma, **extra) -> x0` built from one single-conditioning
-denoiser per prompt (each itself `(x, sigma, **extra) -> x0`); the rules mix those x0 predictions.
+Each guider is a k-diffusion denoiser `(x, sigma, **extra) -> x0` over the sampler's conditioned
+denoiser and each prompt's prepared inputs ("sides", as CFGDenoiser holds them); every step
+evaluates the sides it needs together (guidance.evaluate_conditions) and mixes their x0 predictions.
 `rescale_cfg` has the `Combine` signature of guidance.py and replaces standard CFG.
 """
 from __future__ import annotations
@@ -11,7 +12,12 @@ import math
 
 import torch
 
-from .guidance import Combine, standard_cfg
+from .guidance import Combine, evaluate_conditions, standard_cfg
+
+
+def _sigma_batch(sigma, x: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
 
 
 class DualCFGDenoiser:
@@ -19,30 +25,34 @@ class DualCFGDenoiser:
 
     regular: cfg(middle vs negative, cfg2) + cfg1 * (positive - middle);
     nested:  negative + cfg2 * (cfg(positive vs middle, cfg1) - negative).
-    A scale of 1 skips the prediction it would not need (ComfyUI's cfg1 optimisation), which
-    changes nothing but the cost. `combine` is the model's CFG rule for the paired terms.
+    `denoiser` and the sides (prepared conditioning inputs) are evaluated together per step
+    (`evaluate_conditions`, ComfyUI's calc_cond_batch); a scale of 1 skips the prediction it would
+    not need (ComfyUI's cfg1 optimisation). `combine` is the model's CFG rule for the paired terms.
     """
 
-    def __init__(self, positive, middle, negative, cfg1: float, cfg2: float, nested: bool = False,
+    def __init__(self, denoiser, positive, middle, negative, cfg1: float, cfg2: float, nested: bool = False,
                  combine: Combine = standard_cfg):
+        self.denoiser = denoiser
         self.positive, self.middle, self.negative = positive, middle, negative
         self.cfg1, self.cfg2, self.nested = float(cfg1), float(cfg2), nested
         self.combine = combine
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
-        positive = self.positive(x, sigma, **extra)
+        sigma = _sigma_batch(sigma, x)
         if self.nested:
-            middle = self.middle(x, sigma, **extra)
-            negative = self.negative(x, sigma, **extra)
+            positive, middle, negative = evaluate_conditions(
+                self.denoiser, [self.positive, self.middle, self.negative], x, sigma, **extra)
             text = self.combine(x, sigma, positive, middle, self.cfg1)
             return negative + self.cfg2 * (text - negative)
         if math.isclose(self.cfg2, 1.0) and math.isclose(self.cfg1, 1.0):
-            return positive
-        middle = self.middle(x, sigma, **extra)
+            return evaluate_conditions(self.denoiser, [self.positive], x, sigma, **extra)[0]
         if math.isclose(self.cfg2, 1.0):
+            positive, middle = evaluate_conditions(self.denoiser, [self.positive, self.middle], x, sigma, **extra)
             paired = middle
         else:
-            paired = self.combine(x, sigma, middle, self.negative(x, sigma, **extra), self.cfg2)
+            positive, middle, negative = evaluate_conditions(
+                self.denoiser, [self.positive, self.middle, self.negative], x, sigma, **extra)
+            paired = self.combine(x, sigma, middle, negative, self.cfg2)
         return paired + (positive - middle) * self.cfg1
 
 
@@ -58,22 +68,25 @@ def perp_neg(empty: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
 
 
 class PerpNegDenoiser:
-    """ComfyUI's PerpNegGuider: positive, negative and empty-prompt predictions mixed by `perp_neg`."""
+    """ComfyUI's PerpNegGuider: positive, negative and empty-prompt predictions (evaluated together
+    per step, as DualCFGDenoiser's) mixed by `perp_neg`."""
 
-    def __init__(self, positive, negative, empty, cfg: float, neg_scale: float):
+    def __init__(self, denoiser, positive, negative, empty, cfg: float, neg_scale: float):
+        self.denoiser = denoiser
         self.positive, self.negative, self.empty = positive, negative, empty
         self.cfg, self.neg_scale = float(cfg), float(neg_scale)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
-        positive = self.positive(x, sigma, **extra)
+        sigma = _sigma_batch(sigma, x)
         # ComfyUI's skips: a zero neg_scale needs no negative, and then a scale of 1 is the positive
         if math.isclose(self.neg_scale, 0.0):
             if math.isclose(self.cfg, 1.0):
-                return positive
-            empty = self.empty(x, sigma, **extra)
+                return evaluate_conditions(self.denoiser, [self.positive], x, sigma, **extra)[0]
+            positive, empty = evaluate_conditions(self.denoiser, [self.positive, self.empty], x, sigma, **extra)
             return empty + self.cfg * (positive - empty)
-        return perp_neg(self.empty(x, sigma, **extra), positive, self.negative(x, sigma, **extra),
-                        self.neg_scale, self.cfg)
+        positive, negative, empty = evaluate_conditions(
+            self.denoiser, [self.positive, self.negative, self.empty], x, sigma, **extra)
+        return perp_neg(empty, positive, negative, self.neg_scale, self.cfg)
 
 
 def make_rescale_cfg(multiplier: float) -> Combine:
