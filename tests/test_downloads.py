@@ -167,3 +167,17 @@ async def test_download_only_fetches_and_reports(aiohttp_server, tmp_path, capsy
     assert code == 1 and "1 file(s) fetched, 1 failed" in out and "HTTP 404" in err
     assert (models / "checkpoints" / "local-model.safetensors").read_bytes() == DATA
     assert "local-model.safetensors" in err  # the progress bar
+
+
+async def test_an_unreachable_server_skips_the_remaining_start_up_files(aiohttp_server, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused, as offline
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    models, catalog = _preset_setup(tmp_path, closed)
+    config = AppConfig(models_dir=models, preset="local", download=True)
+    report = await asyncio.to_thread(startup_downloads, config, catalog=catalog, downloader=downloader())
+    assert report.fetched == [] and len(report.failed) == 2
+    assert "refused" in report.failed[0].lower() and "gave up after 3 attempts" in report.failed[0]
+    assert report.failed[1] == "local-lora.safetensors: skipped (offline)"
