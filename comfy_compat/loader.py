@@ -1,15 +1,18 @@
 """Loading custom-node packs the way ComfyUI does, over our registry.
 
 The App calls `load_custom_nodes(app, folder)` once it is built: the ComfyUI modules are bound
-to it first (packs call them at import), then graph.NodeRegistry imports each pack (see its
+to it first (packs call them at import), each pack's prestartup_script.py runs, then
+graph.NodeRegistry imports each pack (see its
 docstring for module names and the parent package) and hands its module to `read_pack` here:
 V1 NODE_CLASS_MAPPINGS (V3 classes in it adapted too), else a V3 `comfy_entrypoint`, and the
 pack's WEB_DIRECTORY, served under /extensions/<pack>/.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
+import traceback
 from pathlib import Path
 from typing import Mapping
 
@@ -22,8 +25,25 @@ log = logging.getLogger(__name__)
 def load_custom_nodes(app, folder) -> None:
     binding = bind(app)
     app.prompt_server = binding.prompt_server
+    run_prestartup_scripts(Path(folder))
     app.registry.load_custom_nodes(folder, read_pack=lambda pack, module, directory:
                                    read_pack(app, pack, module, directory))
+
+
+def run_prestartup_scripts(folder: Path) -> None:
+    """ComfyUI runs each pack's prestartup_script.py before any pack imports (packs set
+    environment variables or patch things there); a failing one is logged and the start goes on."""
+    if not folder.is_dir():
+        return
+    for script in sorted(folder.glob("*/prestartup_script.py")):
+        if script.parent.name.startswith(".") or script.parent.name.endswith(".disabled"):
+            continue
+        try:
+            spec = importlib.util.spec_from_file_location(f"{script.parent.name}.prestartup_script", script)
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        except Exception:  # third-party code: log it, keep starting
+            log.error("prestartup script of custom node pack %s failed\n%s", script.parent.name,
+                      traceback.format_exc())
 
 
 def read_pack(app, pack: str, module, directory: Path) -> tuple[dict, dict]:

@@ -272,7 +272,7 @@ async def test_routes_and_web_directory_are_served(served):
     for prefix in ("", "/api"):
         hello = await (await client.get(f"{prefix}/route_pack/hello?name=bob")).json()
         assert hello["hello"] == "bob" and hello["supports"] == ["custom_nodes_from_web"]
-        assert hello["text_event"] == 3
+        assert hello["text_event"] == 3 and hello["prestartup"] == "ran"
     ws = await client.ws_connect("/ws")
     assert (await (await client.post("/route_pack/greet", json={"name": "eve"})).json())["count"] >= 1
     greeted = await until_message(ws, is_event("route_pack.greeted"))
