@@ -8,14 +8,11 @@ with `PromptServer.instance.routes` are added to the App's aiohttp application (
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 
 from aiohttp import web
 
 from . import not_provided
-
-log = logging.getLogger(__name__)
 
 
 class BinaryEventTypes:
