@@ -156,12 +156,14 @@ other:
 
 
 def two_roots(tmp_path: Path, demo: Path) -> Path:
-    """comfy/ holds tiny-sdxl and a LoRA; other/ holds tiny-sd15 in a sub-folder, a second LoRA in its
-    second LoRA directory, and a different file under tiny-sdxl's name (the first root wins)."""
+    """comfy/ holds tiny-sdxl and a LoRA; other/ holds tiny-sd15 and a second SDXL checkpoint in
+    sub-folders, a second LoRA in its second LoRA directory, and a different file under tiny-sdxl's
+    name (the first root wins)."""
     layout = {
         "comfy/models/checkpoints/tiny-sdxl.safetensors": "checkpoints/tiny-sdxl.safetensors",
         "comfy/models/loras/comfy-lora.safetensors": "loras/tiny-sdxl-lora.safetensors",
         "other/ckpts/sd15/tiny-sd15.safetensors": "checkpoints/tiny-sd15.safetensors",
+        "other/ckpts/sdxl/other-sdxl.safetensors": "checkpoints/tiny-sdxl.safetensors",
         "other/ckpts/tiny-sdxl.safetensors": "checkpoints/tiny-sd15.safetensors",
         "other/loras_two/other-lora.safetensors": "loras/tiny-sdxl-lora.safetensors",
     }
@@ -189,7 +191,8 @@ async def test_extra_model_paths_with_two_roots_serve_both_apis(aiohttp_client, 
     assert app.folders.directories("loras")[0] == ours / "loras"  # ours first
 
     models = await (await client.get("/v1/engines/all-models")).json()
-    assert models == {"model_filenames": ["sd15/tiny-sd15.safetensors", "tiny-sdxl.safetensors"],
+    assert models == {"model_filenames": ["sd15/tiny-sd15.safetensors", "sdxl/other-sdxl.safetensors",
+                                          "tiny-sdxl.safetensors"],
                       "lora_filenames": ["comfy-lora.safetensors", "other-lora.safetensors"]}
     assert await (await client.get("/models/loras")).json() == models["lora_filenames"]
     info = await (await client.get("/object_info/CheckpointLoaderSimple")).json()
@@ -205,12 +208,14 @@ async def test_extra_model_paths_with_two_roots_serve_both_apis(aiohttp_client, 
     assert done["job_stage"] == "SUCCESS", done
     assert "not found" not in done["job_status"]  # neither the model nor the LoRA fell back
 
-    # ComfyUI: CheckpointLoaderSimple by the name in the second root's sub-folder
+    # ComfyUI: a checkpoint of the second root (in a sub-folder), a LoRA of the first, by name
     prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15/tiny-sd15.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl/other-sdxl.safetensors"}},
+        "7": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "strength_model": 0.5,
+                                                     "strength_clip": 0.5, "lora_name": "comfy-lora.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["7", 1]}},
         "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+        "4": {"class_type": "KSampler", "inputs": {"model": ["7", 0], "positive": ["2", 0], "negative": ["2", 0],
                                                    "latent_image": ["3", 0], "seed": 1, "steps": 1, "cfg": 1.0,
                                                    "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
         "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
