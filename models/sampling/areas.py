@@ -241,7 +241,7 @@ def merge_inputs(inputs: list[dict], batch: int) -> dict:
     return merged
 
 
-def _crop_inputs(inputs: dict, area, batch: int) -> dict:
+def _crop_inputs(inputs: dict, area) -> dict:
     if area is None:
         return inputs
     out = dict(inputs)
@@ -268,7 +268,7 @@ def calc_cond_batch(denoiser, sides: list[list[RegionCond] | None], x: torch.Ten
         for entry in side or ():
             if is_active(entry, first_sigma):
                 area, crop, weight = region_weight(entry, x)
-                pending.append((index, area, crop, weight, _crop_inputs(entry.inputs, area, batch)))
+                pending.append((index, area, crop, weight, _crop_inputs(entry.inputs, area)))
     while pending:
         head = pending[0]
         group = [item for item in pending if item[2].shape == head[2].shape and _compatible(item[4], head[4])]
