@@ -139,6 +139,17 @@ async def test_the_preset_files_are_fetched_at_start(aiohttp_server, tmp_path):
     assert again.fetched == [] and len(files.requests) == 2  # present files are not fetched again
 
 
+async def test_a_chosen_default_model_that_is_there_skips_the_preset_checkpoint(aiohttp_server, tmp_path):
+    files, base = await start_file_server(aiohttp_server)
+    files.files["/lora.safetensors"] = Served(DATA[:5000])
+    models, catalog = _preset_setup(tmp_path, base)
+    (models / "checkpoints").mkdir()
+    (models / "checkpoints" / "mine.safetensors").write_bytes(b"a user's own model")
+    config = AppConfig(models_dir=models, preset="local", default_model="mine.safetensors", download=True)
+    report = await asyncio.to_thread(startup_downloads, config, catalog=catalog, downloader=downloader())
+    assert report.failed == [] and files.requests == [("/lora.safetensors", None)]
+
+
 async def test_no_download_makes_no_request_at_start(aiohttp_server, tmp_path):
     from main import build_parser, config_from_args
 

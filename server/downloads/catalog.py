@@ -55,12 +55,15 @@ class Catalog:
         return KnownFile(folder, name, url, capability="preset")
 
 
-def preset_files(preset, catalog: Catalog, available_checkpoints: list[str]) -> list[KnownFile]:
+def preset_files(preset, catalog: Catalog, available_checkpoints: list[str],
+                 default_model: str | None = None) -> list[KnownFile]:
     """What Fooocus fetches at launch for a preset: its checkpoint, LoRA, embedding and VAE tables;
     the checkpoint table is skipped when the preset's model or one of its previous defaults is
-    already there (Fooocus keeps an older default a user has instead of downloading the new one)."""
+    already there (Fooocus keeps an older default a user has instead of downloading the new one),
+    or when `--default-model` names a checkpoint that is there (the user chose theirs)."""
     available = set(available_checkpoints)
-    skip_checkpoints = any(name in available for name in (preset.base_model, *preset.previous_base_models))
+    wanted = (preset.base_model, *preset.previous_base_models, *([default_model] if default_model else []))
+    skip_checkpoints = any(name in available for name in wanted)
     files = []
     for kind, folder in PRESET_TABLES.items():
         if kind == "checkpoint" and skip_checkpoints:

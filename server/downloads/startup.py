@@ -27,7 +27,7 @@ ALWAYS_AT_START = ("expansion",)
 def startup_files(config, folders: ModelFolders, catalog: Catalog) -> list[KnownFile]:
     presets = PresetLibrary.load([folders.directories("presets")[0]])
     preset = presets.get(config.preset or DEFAULT_PRESET)
-    files = preset_files(preset, catalog, folders.list("checkpoints"))
+    files = preset_files(preset, catalog, folders.list("checkpoints"), config.default_model)
     files += catalog.for_capabilities(ALWAYS_AT_START)
     if config.download_all:
         files += catalog.for_capabilities()
