@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--output-dir", type=Path, default=Path("output"), help="generated images (default ./output)")
     paths.add_argument("--input-dir", type=Path, default=Path("input"), help="uploaded images (default ./input)")
     paths.add_argument("--temp-dir", type=Path, default=Path("temp"), help="previews (default ./temp)")
+    paths.add_argument("--user-dir", type=Path, default=Path("user"),
+                       help="the web UI's settings and saved workflows, one folder per user (default ./user)")
     paths.add_argument("--custom-nodes-dir", type=Path, default=Path("custom_nodes"),
                        help="folder of custom node packs loaded at start (default ./custom_nodes)")
     paths.add_argument("--allow-custom-node-installs", action="store_true",
@@ -99,6 +101,7 @@ def config_from_args(args: argparse.Namespace):
 
     return AppConfig(host=args.host, port=args.port, base_url=args.base_url, models_dir=args.models_dir,
                      output_dir=args.output_dir, input_dir=args.input_dir, temp_dir=args.temp_dir,
+                     user_dir=args.user_dir,
                      custom_nodes_dir=args.custom_nodes_dir, cache=args.cache, cpu=args.cpu,
                      allow_custom_node_installs=args.allow_custom_node_installs,
                      precision=args.precision, log_level=args.log_level, max_upload_size_mb=args.max_upload_size,

@@ -3,4 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
+# the web UI test drives the distribution's chromium; install it when missing and we may
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        || echo "scripts/test.sh: could not install chromium; tests/test_web_ui.py will fail and say so" >&2
+fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

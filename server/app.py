@@ -20,6 +20,7 @@ from .config import AppConfig
 from .events import EventHub
 from .downloads.fetcher import ModelFetcher
 from .folders import ModelFolders
+from .frontend_routes import FrontendRoutes
 from .middleware import api_key_middleware, cors_middleware, error_middleware
 from .queue import PromptQueue
 from .worker import Worker
@@ -143,6 +144,7 @@ class App:
         if self.prompt_server is not None:  # custom-node routes and web folders, before the frontend's "/"
             from comfy_compat.prompt_server import install
             install(self, web_app)
+        FrontendRoutes(self).install(web_app)  # last: its static files take every path left at /
         return web_app
 
     async def _on_startup(self, web_app: web.Application) -> None:

@@ -18,6 +18,8 @@ from nodes.previews import DEFAULT_METHOD, PREVIEW_METHODS, PROMPT_METHOD_KEY
 from .files import FOLDER_TYPES, BadFileRequest, ForbiddenPath, check_name, resolve_in, split_annotation, \
     unique_upload_path
 from .folders import UnknownFolder
+from .frontend_routes import extension_scripts
+from .jobs_view import remove_items
 from .queue import QueueItem, RunSpec
 
 if TYPE_CHECKING:
@@ -145,11 +147,11 @@ class ComfyRoutes:
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
         if body.get("clear"):
-            self.app.queue.clear()
+            remove_items(self.app, self.app.queue.clear())
         if "delete" in body:
             if not isinstance(body["delete"], list):
                 raise BadRequest("delete must be a list of prompt ids")
-            self.app.queue.delete(str(i) for i in body["delete"])
+            remove_items(self.app, self.app.queue.delete(str(i) for i in body["delete"]))
         return web.Response(status=200)
 
     async def get_history(self, request: web.Request) -> web.Response:
@@ -316,7 +318,7 @@ class ComfyRoutes:
         return web.json_response(names)
 
     async def extensions(self, request: web.Request) -> web.Response:
-        return web.json_response([])
+        return web.json_response(extension_scripts(self.app.web_directories))
 
     async def model_folders(self, request: web.Request) -> web.Response:
         return web.json_response(self.app.folders.names())

@@ -14,6 +14,7 @@ class AppConfig:
     output_dir: Path = Path("output")
     input_dir: Path = Path("input")
     temp_dir: Path = Path("temp")
+    user_dir: Path = Path("user")  # the web UI's per-user settings and files (ComfyUI's --user-directory)
     custom_nodes_dir: Path | None = Path("custom_nodes")
     # custom-node packs may run package installs (pip, uv, conda); refused by default (comfy_compat/install_guard.py)
     allow_custom_node_installs: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -88,6 +89,8 @@ class PromptQueue:
 
     def put(self, item: QueueItem, limit: int | None = None) -> None:
         """Add an item; with `limit`, refuse when waiting + running would exceed it."""
+        # ComfyUI stamps each prompt's submission time (ms) here; its job list sorts and shows by it
+        item.extra_data.setdefault("create_time", int(time.time() * 1000))
         with self._condition:
             if limit is not None and len(self._heap) + len(self._running) >= limit:
                 raise QueueFull(f"the queue holds {limit} jobs already")

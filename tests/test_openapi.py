@@ -11,6 +11,7 @@ from openapi_spec_validator.versions.shortcuts import get_spec_version
 
 from fooocus_toy import attach_toy_fooocus
 from server.comfy_routes import ComfyRoutes
+from server.frontend_routes import FrontendRoutes
 from server.fooocus.advanced import AdvancedParams
 from server.fooocus.docs import ApiDocs, find_redoc, find_swagger_ui
 from server.fooocus.openapi import OPERATIONS, build_document, fooocus_routes, undocumented_routes
@@ -69,6 +70,12 @@ async def test_document_lists_exactly_the_fooocus_routes(aiohttp_client, toy_app
     comfy = {(method, path) for method, path, _ in ComfyRoutes(app).routes()}
     comfy |= {(method, "/api" + path) for method, path in comfy} | {("GET", "/api/ping")}
     docs = {(method, path) for method, path, _ in ApiDocs(dict, None, None).routes()}
+    frontend = FrontendRoutes(app)  # the web UI's routes (ComfyUI's frontend): not Fooocus routes
+    ui = {(method, path) for method, path, _ in frontend.routes()}
+    ui |= {(method, "/api" + path) for method, path in ui}
+    ui |= {(method, path) for method, path, _ in frontend.internal_routes() + frontend.page_routes()}
+    ui.add(("GET", ""))  # the frontend's static files (a resource whose prefix "/" reads as "")
+    docs |= ui - {("GET", "/")}
     mounted = {(route.method, route.resource.canonical) for route in web_app.router.routes()
                if route.method not in ("HEAD", "OPTIONS")}
     assert operation_keys(document) == mounted - comfy - docs

@@ -121,6 +121,10 @@ class _JobObserver:
             self.record.set_progress(self.record.progress,
                                      self._status(f"Preparing task {self.run_index + 1}/{len(self.plan.runs)} ..."))
 
+    def on_removed(self) -> None:
+        """Taken off the queue before it ran (a ComfyUI client's queue delete or job cancel)."""
+        self.jobs.cancelled_waiting(self.record)
+
     def on_finish(self, outcome) -> None:
         record = self.record
         last_seed = self._seed_of(self.run_index - 1)  # the run that stopped or failed
@@ -259,13 +263,17 @@ class FooocusJobs:
         if record.is_finished:
             return record
         if self.queue.delete([job_id]):
-            record.mark_failed("cancelled by request", FinishReason.USER_CANCEL)
-            record.status = "Cancelled by request"
-            self.finished(record)
+            self.cancelled_waiting(record)
             return record
         if self.queue.is_running(job_id):
             self.interrupt.request(job_id)
         return record
+
+    def cancelled_waiting(self, record: JobRecord) -> None:
+        """A job removed from the queue before it ran ends as cancelled."""
+        record.mark_failed("cancelled by request", FinishReason.USER_CANCEL)
+        record.status = "Cancelled by request"
+        self.finished(record)
 
     def delete(self, job_id: str) -> JobRecord | None:
         record = self.store.get(job_id)

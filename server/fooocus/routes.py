@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pydantic
 from aiohttp import web
 
+from server.frontend_routes import frontend_index
 from server.jobs import JobStage, JobType
 from server.jobs.record import not_found_response
 
@@ -92,7 +93,10 @@ class FooocusRoutes:
             ("GET", "/files/{date}/{file_name}", self.files),
         ]
 
-    async def index(self, request: web.Request) -> web.Response:
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        page = frontend_index()  # the web UI (ComfyUI's frontend) when its package is installed
+        if page is not None:
+            return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
         return web.Response(text='Swagger-UI to: <a href="/docs">/docs</a>', content_type="text/html")
 
     # --- generation ---------------------------------------------------------------------------
