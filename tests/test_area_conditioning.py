@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.sampling.areas import calc_cond_batch, mask_bounds, pair_opposite_areas, RegionCond, resolve_area
+from models.sampling.areas import (calc_cond_batch, mask_bounds, pair_opposite_areas, pair_sides, RegionCond,
+                                   resolve_area)
 from models.sampling.model_sampling import DiscreteModelSampling
 from models.tiny import tiny_sd15_spec
 from nodes.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetArea,
@@ -198,11 +199,17 @@ def test_max_batch_splits_the_calls_without_changing_the_blend():
         torch.testing.assert_close(a, b)
 
 
-def test_pairing_keeps_an_existing_same_area_opposite():
+def test_pairing_keeps_an_existing_same_area_opposite_and_pairs_guider_sides():
     area = RegionCond({"context": torch.zeros(1)}, area=(8, 8, 0, 0))
     opposite = RegionCond({"context": torch.ones(1)}, area=(8, 8, 0, 0))
     positive, negative = pair_opposite_areas([[area], [opposite, RegionCond({"context": torch.ones(1)})]])
     assert len(positive) == 1 and len(negative) == 2
+    plain = {"context": torch.full((1,), 2.0)}
+    assert pair_sides([plain, plain, None]) == [plain, plain, None]  # nothing to pair: the fast path stays
+    first, middle, last = pair_sides([[area], plain, None])
+    assert first == [area] and last is None
+    assert [entry.area for entry in middle] == [None, (8, 8, 0, 0)]
+    assert middle[1].inputs["context"] is plain["context"]
 
 
 def test_conditioning_edits_equal_comfyui_formulas():

@@ -149,6 +149,15 @@ def pair_opposite_areas(sides: list[list[RegionCond] | None]) -> list[list[Regio
     return sides
 
 
+def pair_sides(sides: list) -> list:
+    """`pair_opposite_areas` over guider sides in `evaluate_conditions` form (dict, list of
+    RegionCond, or None): unchanged when no side has an area entry, else every side as a list,
+    paired (ComfyUI pairs all of a guider's conditionings: positive, negative, middle, empty...)."""
+    if not any(isinstance(side, list) and any(entry.area is not None for entry in side) for side in sides):
+        return list(sides)
+    return pair_opposite_areas([[RegionCond(side)] if isinstance(side, dict) else side for side in sides])
+
+
 def is_active(entry: RegionCond, sigma: float) -> bool:
     """ComfyUI skips an entry while sigma > sigma(start) or sigma < sigma(end)."""
     if entry.sigma_start is not None and sigma > entry.sigma_start:
