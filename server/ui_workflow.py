@@ -5,7 +5,7 @@ only its own format (it converts API format only for files a user opens).
 A node's widgets are its widget-typed inputs (INT, FLOAT, STRING, BOOLEAN, combos) in
 `input_order`, not `forceInput`; `widgets_values` lists their values in that order, with the
 frontend's "control after generate" value ("fixed", so a queued template runs the file's seed)
-after every input whose spec asks for one. Socket inputs and links keep the API graph's edges. The
+after every input whose spec asks for one and after every INT named seed or noise_seed. Socket inputs and links keep the API graph's edges. The
 browser test checks that each converted template serialises back to the API graph it came from.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+SEED_NAMES = ("seed", "noise_seed")  # INT inputs the frontend gives a control widget whatever their spec says
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 30, 320
 
 
@@ -94,7 +95,7 @@ def api_to_ui(prompt: dict, object_info: Callable[[str], dict]) -> dict:
                 if default is None and isinstance(spec[0], list) and spec[0]:
                     default = spec[0][0]
                 widgets_values.append(default if linked or name not in values else value)
-                if options.get("control_after_generate"):
+                if options.get("control_after_generate") or (name in SEED_NAMES and spec[0] == "INT"):
                     widgets_values.append("fixed")
                 slot["widget"] = {"name": name}
             if linked:  # every input is a slot (widgets too), so the slot index is the list position
