@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 LOG_LINES_KEPT = 1000
 SAFETENSORS_HEADER_MAX = 64 * 1024 * 1024  # a larger header is not a safetensors file we trust to parse
+MEDIA_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff", ".mp4", ".webm", ".mov",
+                            ".avi", ".mkv", ".mp3", ".wav", ".ogg", ".flac", ".m4a"})
 TEMPLATE_TITLES = {"image_prompt_debug": "Fooocus: image prompt preprocessors"}  # others: from the file name
 
 
@@ -330,6 +332,8 @@ class FrontendRoutes:
         if kind not in FOLDER_TYPES:
             return web.json_response({"error": f"directory_type must be one of {list(FOLDER_TYPES)}"}, status=400)
         base = self.app.folder_for(kind)
-        files = [p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")] if base.is_dir() else []
+        # ComfyUI's rule: the folder's own media files (not sub-folders), newest first
+        files = [p for p in base.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES] \
+            if base.is_dir() else []
         files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        return web.json_response([p.relative_to(base).as_posix() for p in files])
+        return web.json_response([p.name for p in files])
