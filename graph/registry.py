@@ -145,6 +145,8 @@ class NodeRegistry:
             section = "required" if spec.required else "optional"
             sections[section][spec.name] = self._render_input(spec)
             order[section].append(spec.name)
+        if not sections["optional"]:  # ComfyUI lists "optional" only for nodes that have such inputs
+            del sections["optional"], order["optional"]
         if schema.hidden:
             sections["hidden"] = dict(schema.hidden)
         info: dict[str, Any] = {
