@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
 STATUSES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
-PREVIEWABLE = ("images", "video", "audio", "gifs", "animated")
-# a Fooocus job's SaveImage-like outputs are listed under these keys too (not "images")
-MEDIA_KEYS = {"images": "images", "video": "video", "audio": "audio", "gifs": "video", "fooocus_images": "images"}
+MEDIA_KEYS = {"images": "images", "video": "video", "audio": "audio", "gifs": "video"}
+# Fooocus nodes' own lists (the job record's copy of what "images" lists): not outputs of their own
+PRIVATE_PREFIX = "fooocus_"
 
 
 def _bad(message: str) -> web.Response:
@@ -44,7 +44,7 @@ def _outputs_summary(outputs: dict) -> tuple[int, int, dict | None]:
         if not isinstance(ui, dict):
             continue
         for key, items in ui.items():
-            if not isinstance(items, list):
+            if not isinstance(items, list) or key.startswith(PRIVATE_PREFIX):
                 continue
             media = MEDIA_KEYS.get(key)
             for item in items:

@@ -234,3 +234,22 @@ async def test_jobs_unknown_and_malformed_cancels(served):
         assert response.status == 400 and "job_ids" in (await response.json())["error"]
     empty = await (await client.get("/api/jobs", params={"limit": "5"})).json()
     assert empty == {"jobs": [], "pagination": {"offset": 0, "limit": 5, "total": 0, "has_more": False}}
+
+
+def test_history_job_of_a_fooocus_image():
+    from server.jobs_view import history_job
+
+    image = {"filename": "x.png", "subfolder": "files/2026-12-01", "type": "output"}
+    entry = {"prompt": [3, "job", {}, {"create_time": 5}, ["save"]],
+             "outputs": {"save": {"images": [image], "fooocus_images": [{"url": "u", "path": "p"}]}},
+             "status": {"status_str": "success", "messages": [["execution_start", {"timestamp": 10}],
+                                                              ["execution_success", {"timestamp": 30}]]}}
+    job = history_job("job", entry, detail=True)
+    assert (job["status"], job["outputs_count"], job["previewable_outputs_count"]) == ("completed", 1, 1)
+    assert job["preview_output"] == {**image, "nodeId": "save", "mediaType": "images"}
+    assert (job["create_time"], job["execution_start_time"], job["execution_end_time"]) == (5, 10, 30)
+    assert job["workflow"] == {"prompt": {}, "extra_data": {"create_time": 5}}
+    failed = {**entry, "status": {"status_str": "error", "messages": [["execution_error", {"timestamp": 9,
+                                                                                          "node_id": "n"}]]}}
+    assert history_job("job", failed)["status"] == "failed"
+    assert history_job("job", failed)["execution_error"]["node_id"] == "n"
