@@ -253,3 +253,12 @@ def test_history_job_of_a_fooocus_image():
                                                                                           "node_id": "n"}]]}}
     assert history_job("job", failed)["status"] == "failed"
     assert history_job("job", failed)["execution_error"]["node_id"] == "n"
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/assets?limit=5"), ("POST", "/api/secrets"),
+                                          ("GET", "/api/jobs/x/assets"), ("GET", "/api/hub/workflows"),
+                                          ("POST", "/api/workspace/provider-policy"), ("GET", "/docs/KSampler/en.md")])
+async def test_cloud_only_routes_answer_not_found_not_500(served, method, path):
+    client, _ = served
+    response = await client.request(method, path)
+    assert response.status in (404, 405)  # as ComfyUI, whose static root answers what no route takes
