@@ -6,7 +6,8 @@ it (shrunk in the page to 64x64 and 6 steps: at its own 512x512 and 20 steps it 
 CPU), progress arrives and the image shows; then workflows/text_to_image.json goes through the
 UI's open-workflow file input and is queued as well (its checkpoints set to demo ones in the page:
 the file names Fooocus' defaults, which the Fooocus API's planner resolves but a raw queue does
-not), and every prebuilt workflow's template is checked to queue exactly its API graph. Without Chromium or Playwright the test fails and says why; it is never skipped.
+not), and every prebuilt workflow's template is checked to queue exactly its API graph. Last, two
+Fooocus API jobs show in the queue panel and its buttons cancel them. Without Chromium or Playwright the test fails and says why; it is never skipped.
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ RECORD_EVENTS = """() => {
   window.__events = [];
   for (const name of ['progress', 'executed', 'execution_success', 'execution_error'])
     window.comfyAPI.api.api.addEventListener(name, e => window.__events.push([name, e.detail]));
+  window.__titles = [];  // the page shows a running node's progress in its title: "[0%][50%] KSampler"
+  new MutationObserver(() => window.__titles.push(document.title)).observe(
+    document.querySelector('title'), {childList: true, subtree: true, characterData: true});
 }"""
 
 SET_WIDGETS = """([changes]) => {
@@ -116,6 +120,8 @@ async def test_web_ui_default_and_fooocus_workflow(ui_server, tmp_path):
             events = await queue_and_wait(page)
             progress = [e[1]["value"] for e in events if e[0] == "progress"]
             assert progress and progress[-1] == 6, progress
+            titles = await page.evaluate("() => window.__titles")
+            assert any(title.endswith("[100%] KSampler") for title in titles), titles
             saved = [e[1]["output"]["images"][0]["filename"] for e in events if e[0] == "executed"]
             assert saved, events
             # the finished image is shown in the page (loaded from our /view)
@@ -149,10 +155,37 @@ async def test_web_ui_default_and_fooocus_workflow(ui_server, tmp_path):
             async with server_session(server) as session:
                 jobs = await (await session.get("/api/jobs", params={"status": "completed"})).json()
             assert jobs["pagination"]["total"] == 2
+            await fooocus_jobs_in_the_queue_panel(page, server)
             assert not failures, failures
             assert not console_errors, console_errors
         finally:
             await browser.close()
+
+
+async def fooocus_jobs_in_the_queue_panel(page, server) -> None:
+    """Two Fooocus API jobs (one runs, one waits) show in the queue panel; its "Clear queued" button
+    and the top bar's "Cancel current run" end both, as their job records say."""
+    from waiting import until
+
+    async with server_session(server) as session:
+        ids = []
+        for _ in range(2):  # at Fooocus' own size on a CPU the first holds the worker for minutes
+            answer = await session.post("/v1/generation/text-to-image", json={"prompt": "a cat", "async_process": True})
+            ids.append((await answer.json())["job_id"])
+        clear = page.get_by_role("button", name="Clear queued")
+        if not await clear.is_visible():
+            await page.click("[data-testid=queue-overlay-toggle]")
+        await page.wait_for_function("""() => /1\\s*running/.test(document.body.innerText)
+                                              && /1\\s*queued/.test(document.body.innerText)""", timeout=LOAD_TIMEOUT_MS)
+
+        async def finish_reason(job_id):
+            body = await (await session.get("/v1/generation/query-job", params={"job_id": job_id})).json()
+            return body["job_stage"] == "ERROR" and body["job_result"][-1]["finish_reason"]
+
+        await clear.click()
+        assert await until(lambda: finish_reason(ids[1]), timeout=RUN_TIMEOUT_MS / 1000) == "USER_CANCEL"
+        await page.get_by_role("button", name="Cancel current run").click()
+        assert await until(lambda: finish_reason(ids[0]), timeout=RUN_TIMEOUT_MS / 1000) == "USER_CANCEL"
 
 
 TEMPLATE_TO_PROMPT = """async (name) => {
