@@ -51,14 +51,6 @@ def frontend_index() -> Path | None:
     return root / "index.html" if root is not None else None
 
 
-def frontend_version() -> str | None:
-    try:
-        from importlib.metadata import version
-        return version("comfyui_frontend_package")
-    except Exception:  # not installed: the UI is simply not served
-        return None
-
-
 def extension_scripts(web_directories: Mapping[str, Path]) -> list[str]:
     """ComfyUI's `/extensions` list: every .js file under each custom node pack's WEB_DIRECTORY,
     as `/extensions/<pack>/<path>` (the frontend imports each; its core extensions are bundled)."""

@@ -81,7 +81,7 @@ async def test_experiment_models_and_folder_paths(served, tmp_path):
     assert {"name": "checkpoints", "folders": [str(d) for d in app.folders.directories("checkpoints")]} in folders
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "m.safetensors").write_bytes(b"")
-    app.folders.invalidate() if hasattr(app.folders, "invalidate") else None
+    app.folders.invalidate()  # listings are cached until a folder changes; be explicit
     files = await (await client.get("/api/experiment/models/checkpoints")).json()
     assert files == [{"name": "m.safetensors", "pathIndex": 0}]
     unknown = await client.get("/api/experiment/models/..%2Fsecrets")
@@ -106,7 +106,7 @@ async def test_view_metadata(served, tmp_path):
     (loras / "plain.safetensors").write_bytes(safetensors(None))
     (loras / "broken.safetensors").write_bytes(struct.pack("<Q", 1 << 40))
     (loras / "old.pt").write_bytes(b"")
-    app.folders.invalidate() if hasattr(app.folders, "invalidate") else None
+    app.folders.invalidate()  # listings are cached until a folder changes; be explicit
     ok = await client.get("/api/view_metadata/loras", params={"filename": "tagged.safetensors"})
     assert await ok.json() == {"ss_network_dim": "16"}
     no_name = await client.get("/api/view_metadata/loras")
