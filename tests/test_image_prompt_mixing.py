@@ -153,47 +153,67 @@ async def test_more_image_prompts_than_slots_is_422(server, prompts, message):
 
 # ----------------------------------------------------------------------------- running
 
+IMAGE, SOURCE, MASK = picture(64, 48, 1), picture(64, 64, 2), mask_picture(64, 64)
+TWO_PROMPTS = [{"cn_img": b64(SOURCE), "cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"},
+               {"cn_img": b64(IMAGE), "cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"}]
+# (route, v2 JSON body) or (route, (v1 form params, v1 files)); v2 bodies and v1 params as the
+# document writes them. Result sizes as Fooocus makes them: outpainting pads each side by 30 %,
+# inpainting returns the input's size, text-to-image the preset's 1152x896, vary shape ceil 1024.
+EXTENDED, INPAINTED, GENERATED, VARIED = (64 + 2 * 19, 48), (64, 64), (1152, 896), (1024, 1024)
+DOCUMENT_EXAMPLES = {
+    "v2-image-extend": (EXTENDED, "/v2/generation/image-prompt", {
+        "input_image": b64(IMAGE), "outpaint_selections": ["Left", "Right"], "image_prompts": []}),
+    "v2-inpaint": (INPAINTED, "/v2/generation/image-prompt", {
+        "prompt": "1girl sitting on the chair", "input_image": b64(SOURCE), "input_mask": b64(MASK),
+        "image_prompts": [], "async_process": True}),
+    "v2-image-prompt": (GENERATED, "/v2/generation/image-prompt", {
+        "prompt": "1girl sitting on the chair", "image_prompts": TWO_PROMPTS}),
+    "v1-image-extend": (EXTENDED, "/v1/generation/image-prompt", (
+        {"outpaint_selections": ["Left", "Right"], "image_prompts": []}, {"input_image": IMAGE})),
+    "v1-inpaint": (INPAINTED, "/v1/generation/image-prompt", (
+        {"prompt": "1girl sitting on the chair", "image_prompts": [], "async_process": True},
+        {"input_image": SOURCE, "input_mask": MASK})),
+    "v1-image-prompt": (GENERATED, "/v1/generation/image-prompt", (
+        {"prompt": "1girl sitting on the chair",
+         "image_prompts": [{"cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"}] * 2},
+        {"cn_img1": IMAGE, "cn_img2": SOURCE})),
+    # the mixes
+    "inpaint-with-an-image-prompt": (INPAINTED, "/v2/generation/image-prompt", {
+        "prompt": "1girl sitting on the chair", "input_image": b64(SOURCE), "input_mask": b64(MASK),
+        "image_prompts": [{"cn_img": b64(IMAGE), "cn_type": "ImagePrompt"}]}),
+    "vary-with-a-PyraCanny-image-prompt": (VARIED, "/v2/generation/image-upscale-vary", {
+        "input_image": b64(SOURCE), "uov_method": "Vary (Subtle)",
+        "image_prompts": [{"cn_img": b64(IMAGE), "cn_type": "PyraCanny"}]}),
+}
+
+
+def requests_form(params: dict, files: dict) -> FormData:
+    """What `requests.post(data=params, files=files)` sends: a list becomes repeated fields, an
+    empty list nothing, anything else its str()."""
+    form = FormData()
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            form.add_field(key, str(item))
+    for key, data in files.items():
+        form.add_field(key, data, filename=key, content_type="application/octet-stream")
+    return form
+
+
 @pytest.mark.timeout(900)
-async def test_document_image_prompt_examples_and_mixed_jobs_end_in_success(server):
-    """The document's image-prompt examples (v2 as written, v1 sent as `requests` encodes them) on
-    a server started with --preset lightning, and image prompts mixed into inpaint and vary."""
+@pytest.mark.parametrize("example", list(DOCUMENT_EXAMPLES))
+async def test_document_image_prompt_examples_and_mixes_end_in_success(server, example):
+    """Sent to a server started with --preset lightning (4 steps, CFG 1); every one samples at
+    Fooocus' real sizes (~1 MP), so each is its own test."""
     client, app, api = await server(preset="lightning")
-    image, source, mask = picture(64, 48, 1), picture(64, 64, 2), mask_picture(64, 64)
-    jobs = []
-    v2 = [{"input_image": b64(image), "outpaint_selections": ["Left", "Right"], "image_prompts": [],
-           "async_process": True},
-          {"prompt": "1girl sitting on the chair", "input_image": b64(source), "input_mask": b64(mask),
-           "image_prompts": [], "async_process": True},
-          {"prompt": "1girl sitting on the chair", "async_process": True, "image_prompts": [
-              {"cn_img": b64(source), "cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"},
-              {"cn_img": b64(image), "cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"}]},
-          # the mix: the inpaint example with an image prompt
-          {"prompt": "1girl sitting on the chair", "input_image": b64(source), "input_mask": b64(mask),
-           "image_prompts": [{"cn_img": b64(image), "cn_type": "ImagePrompt"}], "async_process": True}]
-    for body in v2:
-        response = await client.post("/v2/generation/image-prompt", data=json.dumps(body),
+    size, route, body = DOCUMENT_EXAMPLES[example]
+    if isinstance(body, tuple):
+        response = await client.post(route, data=requests_form({**body[0], "async_process": True}, body[1]))
+    else:
+        response = await client.post(route, data=json.dumps({**body, "async_process": True}),
                                      headers={"Content-Type": "application/json"})
-        jobs.append((await response.json())["job_id"])
-    # v1 as `requests.post(data=params, files=...)` sends them: a list becomes repeated fields, an
-    # empty list nothing, a dict its str(); files left None are not sent
-    v1 = [({"outpaint_selections": ["Left", "Right"], "async_process": True}, {"input_image": image}),
-          ({"prompt": "1girl sitting on the chair", "async_process": True}, {"input_image": source, "input_mask": mask}),
-          ({"prompt": "1girl sitting on the chair", "async_process": True, "image_prompts": [
-              {"cn_stop": 0.6, "cn_weight": 0.6, "cn_type": "ImagePrompt"}] * 2}, {"cn_img1": image, "cn_img2": source})]
-    for params, files in v1:
-        form = FormData()
-        for key, value in params.items():
-            for item in value if isinstance(value, list) else [value]:
-                form.add_field(key, str(item))
-        for key, data in files.items():
-            form.add_field(key, data, filename=key, content_type="application/octet-stream")
-        response = await client.post("/v1/generation/image-prompt", data=form)
-        assert response.status == 200, await response.text()
-        jobs.append((await response.json())["job_id"])
-    vary = {"input_image": b64(source), "uov_method": "Vary (Subtle)", "async_process": True,
-            "image_prompts": [{"cn_img": b64(image), "cn_type": "PyraCanny"}]}
-    jobs.append((await (await client.post("/v2/generation/image-upscale-vary", data=json.dumps(vary))).json())["job_id"])
-    for job_id in jobs:
-        job = await wait_for_job(client, job_id)
-        assert job["job_stage"] == "SUCCESS", job
-        assert job["job_result"][0]["url"], job
+    submitted = await response.json()
+    assert response.status == 200, submitted
+    job = await wait_for_job(client, submitted["job_id"])
+    assert job["job_stage"] == "SUCCESS", job
+    picture_response = await client.get("/files/" + job["job_result"][0]["url"].split("/files/", 1)[1])
+    assert Image.open(io.BytesIO(await picture_response.read())).size == size, example
