@@ -169,8 +169,12 @@ async def fooocus_jobs_in_the_queue_panel(page, server) -> None:
 
     async with server_session(server) as session:
         ids = []
-        for _ in range(2):  # at Fooocus' own size on a CPU the first holds the worker for minutes
-            answer = await session.post("/v1/generation/text-to-image", json={"prompt": "a cat", "async_process": True})
+        # 8 images of 200 steps at Fooocus' own size: the first job holds the worker until cancelled
+        # (minutes even on a GPU), so the panel shows one running and one queued
+        request = {"prompt": "a cat", "async_process": True, "image_number": 8,
+                   "advanced_params": {"overwrite_step": 200}}
+        for _ in range(2):
+            answer = await session.post("/v1/generation/text-to-image", json=request)
             ids.append((await answer.json())["job_id"])
         clear = page.get_by_role("button", name="Clear queued")
         if not await clear.is_visible():
