@@ -246,8 +246,11 @@ class UserData:
         if path.is_dir():
             return _error(400, f"file {request.match_info['file']!r} is a directory")
         body = await request.read()  # bounded by the app's client_max_size: 413 beyond it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+        except OSError as exc:  # e.g. a folder of the path is a file
+            return _error(400, f"file {request.match_info['file']!r} cannot be written: {exc.strerror}")
         return self._written(request, path)
 
     def _written(self, request: web.Request, path: Path) -> web.Response:
@@ -270,6 +273,9 @@ class UserData:
             return _error(404, f"{request.match_info['file']} not found")
         if dest.exists() and not _flag(request, "overwrite", True):
             return _error(409, f"{request.match_info['dest']} exists and overwrite is false")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(source), str(dest))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source), str(dest))
+        except OSError as exc:
+            return _error(400, f"dest {request.match_info['dest']!r} cannot be written: {exc.strerror}")
         return self._written(request, dest)

@@ -95,6 +95,11 @@ async def test_userdata_missing_and_malformed(client):
     assert not_dir.status == 400 and "not a directory" in (await not_dir.json())["error"]
     assert (await client.post("/api/userdata/workflows", data="{}")).status == 400  # a folder, not a file
     assert (await client.get("/api/userdata/a%00b")).status == 400
+    under_a_file = await client.post("/api/userdata/user.css%2Fx.json", data="{}")
+    assert under_a_file.status == 400 and "user.css/x.json" in (await under_a_file.json())["error"]
+    await client.post("/api/userdata/a.json", data="{}")
+    moved_under_a_file = await client.post("/api/userdata/a.json/move/user.css%2Fb.json")
+    assert moved_under_a_file.status == 400 and "dest" in (await moved_under_a_file.json())["error"]
 
 
 @pytest.mark.parametrize("name", ["..%2F..%2Fsecret.txt", "%2E%2E%2Fescape.json", "%252E%252E%252Fescape.json",
