@@ -18,6 +18,7 @@ from graph.executor import ExecutionOutcome, now_ms
 from nodes.previews import prompt_preview_method
 
 from .events import EventHub
+from .heap import heap_trimmer
 from .queue import PromptQueue, QueueItem
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Worker:
         self.preview_method = preview_method  # the server's --preview-method
         self._thread: threading.Thread | None = None
         self._free_request: dict[str, bool] = {}
+        self._trim_heap = heap_trimmer()
         self._free_lock = threading.Lock()
         self._stopping = False
         self.current: QueueItem | None = None
@@ -188,6 +190,8 @@ class Worker:
         if time.monotonic() - self._last_gc > 10:
             self._last_gc = time.monotonic()
             gc.collect()
+            if self._trim_heap is not None:
+                self._trim_heap()
 
     def _prepare(self, item: QueueItem, prepare, sink: _ItemSink) -> tuple[list, ExecutionOutcome | None]:
         """The observer's work before the runs (a Fooocus job's model downloads, then its plan):
