@@ -86,6 +86,9 @@ _UNFINISHED = "('WAITING','RUNNING')"
 _SET_ALL = ",".join(f"{c}=?" for c in _COLUMNS[1:])
 
 
+PAGE_CACHE_KIB = 256
+
+
 class RecoveryPolicy(str, enum.Enum):
     REQUEUE_WAITING = "requeue_waiting"  # RUNNING -> ERROR, WAITING returned for re-queueing
     FAIL_ALL = "fail_all"  # RUNNING and WAITING -> ERROR
@@ -161,6 +164,10 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # SQLite's default page cache (2 MiB) fills as the table grows and then stays: memory a
+        # long-running server holds for rows it rarely reads again (queries hit recent jobs, and
+        # the OS caches the file anyway)
+        self._db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         self._migrate()
 
     # ----------------------------------------------------------------- lifecycle
