@@ -9,4 +9,6 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
         || echo "scripts/test.sh: could not install chromium; tests/test_web_ui.py will fail and say so" >&2
 fi
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# two worker processes (pytest-xdist), one torch thread each (tests/conftest.py): on the 2-core
+# machines the suite is written for that halves its time against one process; `-n N` overrides
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 "$@"
