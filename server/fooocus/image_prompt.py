@@ -22,9 +22,8 @@ from workflows import Workflow
 
 from .jobs import JobCannotRun, JobPlan
 from .planner import TextToImagePlanner
-from .requests import ControlNetType, ImagePrompt, TextToImageWithIPRequest
+from .requests import MAX_IMAGE_PROMPTS, ControlNetType, ImagePrompt, TextToImageWithIPRequest
 
-MAX_IMAGE_PROMPTS = 4
 IP_ADAPTER_NODE = {ControlNetType.IMAGE_PROMPT: "ip_adapter_image", ControlNetType.FACE_SWAP: "ip_adapter_face"}
 # structural types: (control file loader node, preprocessor node prefix)
 CLIP_VISION_FILE = "clip_vision_vit_h.safetensors"

@@ -19,7 +19,6 @@ from server.jobs import JobType
 from .forms import parse_form
 from .images import check_generation_input, load_image_input, to_rgb
 from .input_store import InputImageStore
-from .image_prompt import MAX_IMAGE_PROMPTS
 from .requests import (IMAGE_PROMPT_SLOTS, ImagePromptRequestV1, ImagePromptRequestV2, InpaintOutpaintRequestV1,
                        InpaintOutpaintRequestV2, TextToImageWithIPRequest, UpscaleVaryRequestV1,
                        UpscaleVaryRequestV2)
@@ -156,8 +155,8 @@ class ImageRoutes:
     async def _submit(self, request: web.Request, job_type: str, parsed: pydantic.BaseModel,
                       image_fields: dict[str, bool], image_prompts=None) -> web.StreamResponse:
         """Decode and store the images named in `image_fields` (field -> required) and those of
-        `image_prompts` ((field name, ImagePrompt) pairs; entries without an image are dropped,
-        at most four kept), then submit."""
+        `image_prompts` ((field name, ImagePrompt) pairs; entries without an image are dropped;
+        the request models allow at most four with an image), then submit."""
         stored: dict = {}
         names: list[str] = []
         try:
@@ -167,8 +166,6 @@ class ImageRoutes:
             if image_prompts is not None:
                 slots = []
                 for field, prompt in image_prompts:
-                    if len(slots) == MAX_IMAGE_PROMPTS:
-                        break
                     name = await self._store_image(prompt.cn_img, field, required=False)
                     if name is not None:
                         names.append(name)

@@ -156,7 +156,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v2/generation/image-upscale-vary"): Operation(
         "Upscale or vary", "GenerateV2",
         "As the v1 route, with a JSON body: `input_image` is base64 (optionally a `data:image/...;base64,` "
-        "URL) or an http(s) URL to a public address.",
+        "URL) or an http(s) URL to a public address; `image_prompts` with images apply to Vary and Upscale.",
         body=UpscaleVaryRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
     ("POST", "/v1/tools/describe-image"): Operation(
         "Describe an image", "Tools",
@@ -189,8 +189,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/generation/image-prompt"): Operation(
         "Image prompt", "GenerateV1",
         "Text-to-image guided by up to four image prompts: file parts `cn_img1..4` with `cn_type1..4` "
-        "(ImagePrompt, FaceSwap), `cn_stop1..4`, `cn_weight1..4` (0 or empty: the type's default). Without "
-        "image prompts, `input_image`/`input_mask` make it an inpaint/outpaint request.",
+        "(ImagePrompt, FaceSwap, PyraCanny, CPDS), `cn_stop1..4`, `cn_weight1..4` (0 or empty: the type's "
+        "default). `input_image`/`input_mask` make it an inpaint/outpaint request, with the image prompts "
+        "mixed in when there are any.",
         body=ImagePromptRequestV1, body_media=MULTIPART, query=GenerationQuery, replies=GENERATION_REPLIES,
         validates=True),
     ("POST", "/v2/generation/image-prompt"): Operation(
@@ -200,7 +201,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=ImagePromptRequestV2, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
     ("POST", "/v2/generation/text-to-image-with-ip"): Operation(
         "Text to image with image prompts", "GenerateV2",
-        "Text-to-image plus `image_prompts` (up to four with an image are used).",
+        "Text-to-image plus `image_prompts` (at most four with an image; more is a 422).",
         body=TextToImageWithIPRequest, query=GenerationQuery, replies=GENERATION_REPLIES, validates=True),
     ("GET", "/v1/generation/query-job"): Operation(
         "Query a job", "Query",

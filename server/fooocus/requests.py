@@ -375,7 +375,7 @@ class InpaintOutpaintRequestV1(OutpaintFields, CommonRequest):
     input_mask: Optional[bytes] = None
 
 
-IMAGE_PROMPT_SLOTS = 4
+IMAGE_PROMPT_SLOTS = MAX_IMAGE_PROMPTS  # v1's flat cn_*1..4 fields
 
 
 class ImagePromptRequestV1(OutpaintFields, CommonRequest):

@@ -110,6 +110,8 @@ class UpscaleVaryPlanner:
             warnings.append("image prompts are not applied: only the SD1.5 refiner runs at this partial denoise")
             prompts = []
         workflow = self.mixed[kind] if prompts else getattr(self, kind)
+        slot_values, slot_enabled = self.slots.values(
+            prompts, request.advanced_params, plain_model=links["slots"]["sampler_model"]) if prompts else ({}, {})
         runs = []
         for task in job.tasks:
             values, enabled = self.shared.sampling_values(job, task, job_id, width, height)
@@ -117,12 +119,8 @@ class UpscaleVaryPlanner:
                 enabled["refiner"] = False  # no swap inside the sampler
             if links["base_only"]:
                 values.pop("refiner_model", None)
-            values.update({**extra, "denoise": denoise, **links["slots"]})
-            if prompts:
-                slot_values, slot_enabled = self.slots.values(prompts, request.advanced_params,
-                                                              plain_model=values["sampler_model"])
-                values.update(slot_values)
-                enabled.update(slot_enabled)
+            values.update({**extra, "denoise": denoise, **links["slots"], **slot_values})
+            enabled.update(slot_enabled)
             runs.append(self.shared.run_spec(workflow, values, enabled))
         return JobPlan(runs, [task.seed for task in job.tasks], job.steps.steps, warnings)
 
